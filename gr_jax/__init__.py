@@ -1,0 +1,1 @@
+"""Generative replay for class-incremental continual learning, in JAX/Flax."""

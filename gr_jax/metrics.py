@@ -1,0 +1,49 @@
+"""Continual-learning metrics (Lopez-Paz & Ranzato 2017, GEM) and memory figures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def acc(r: np.ndarray) -> float:
+    """Average accuracy over all tasks after the last task: mean of R's last row."""
+    return float(np.mean(np.asarray(r)[-1]))
+
+
+def bwt(r: np.ndarray) -> float:
+    """Backward transfer: mean over j < T of R[T, j] - R[j, j] (negative = forgetting)."""
+    r = np.asarray(r)
+    t = r.shape[0]
+    if t < 2:
+        return 0.0
+    return float(np.mean([r[-1, j] - r[j, j] for j in range(t - 1)]))
+
+
+def fwt(r: np.ndarray, b: np.ndarray) -> float:
+    """Forward transfer: mean over j > 1 of R[j-1, j] - b[j], b = accuracy at random init."""
+    r, b = np.asarray(r), np.asarray(b)
+    t = r.shape[0]
+    if t < 2:
+        return 0.0
+    return float(np.mean([r[j - 1, j] - b[j] for j in range(1, t)]))
+
+
+def summary(r: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    return {"acc": acc(r), "bwt": bwt(r), "fwt": fwt(r, b)}
+
+
+def tree_bytes(tree) -> int:
+    """Bytes of all array leaves of a pytree."""
+    import jax
+
+    return int(sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(tree)))
+
+
+def format_matrix(r: np.ndarray, name: str = "R") -> str:
+    """The accuracy matrix as text: rows = after task i, columns = task j."""
+    r = np.asarray(r)
+    head = f"{name} (row i: after task i, column j: task j)\n        " + " ".join(
+        f"  T{j + 1} " for j in range(r.shape[1])
+    )
+    rows = [f"after T{i + 1} " + " ".join(f"{v:.3f}" for v in row) for i, row in enumerate(r)]
+    return "\n".join([head, *rows])

@@ -1,0 +1,105 @@
+"""The solver's pure train and eval steps.
+
+`apply_model` returns gradients and metrics, `update_model` applies them (as in Flax's
+MNIST example); `train_epoch` runs a whole epoch as one jitted `lax.fori_loop` over batches
+gathered by index from data that stay on the device.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training.train_state import TrainState
+
+from gr_jax.models import Solver
+
+
+def create_solver_state(key: jax.Array, hidden: tuple[int, ...], lr: float) -> TrainState:
+    model = Solver(hidden)
+    params = model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(lr))
+
+
+def apply_model(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
+    """Gradients of the mean cross-entropy, the loss and the accuracy on one batch."""
+
+    def loss_fn(params):
+        logits = state.apply_fn({"params": params}, images)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return grads, loss, accuracy
+
+
+def update_model(state: TrainState, grads) -> TrainState:
+    return state.apply_gradients(grads=grads)
+
+
+@jax.jit
+def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
+    grads, loss, accuracy = apply_model(state, images, labels)
+    return update_model(state, grads), {"loss": loss, "accuracy": accuracy}
+
+
+@partial(jax.jit, static_argnames="capacity")
+def valid_permutation(key: jax.Array, n_valid: jnp.ndarray, capacity: int) -> jnp.ndarray:
+    """A random order of range(capacity) whose first `n_valid` entries permute range(n_valid).
+
+    Data are padded to a fixed capacity so that nothing recompiles when the number of real
+    examples changes between tasks; padding rows sort to the end.
+    """
+    u = jax.random.uniform(key, (capacity,))
+    u = jnp.where(jnp.arange(capacity) < n_valid, u, 2.0)
+    return jnp.argsort(u)
+
+
+@partial(jax.jit, static_argnames="batch_size", donate_argnames="state")
+def train_epoch(
+    state: TrainState,
+    images: jnp.ndarray,
+    labels: jnp.ndarray,
+    n_valid: jnp.ndarray,
+    key: jax.Array,
+    batch_size: int,
+):
+    """One epoch over the first `n_valid` rows of (images, labels), shuffled, last batch dropped."""
+    perm = valid_permutation(key, n_valid, images.shape[0])
+    n_steps = n_valid // batch_size
+
+    def body(i, carry):
+        state, loss_sum, acc_sum = carry
+        idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+        state, m = train_step(state, images[idx], labels[idx])
+        return state, loss_sum + m["loss"], acc_sum + m["accuracy"]
+
+    zero = jnp.zeros((), jnp.float32)
+    state, loss_sum, acc_sum = jax.lax.fori_loop(0, n_steps, body, (state, zero, zero))
+    steps = jnp.maximum(n_steps, 1)
+    return state, {"loss": loss_sum / steps, "accuracy": acc_sum / steps}
+
+
+@jax.jit
+def predict(state: TrainState, images: jnp.ndarray) -> jnp.ndarray:
+    """The solver's labels (argmax of its logits) for a batch of images."""
+    return jnp.argmax(state.apply_fn({"params": state.params}, images), -1)
+
+
+@partial(jax.jit, static_argnames="num_tasks")
+def task_accuracies(
+    state: TrainState,
+    images: jnp.ndarray,
+    labels: jnp.ndarray,
+    task_of_class: jnp.ndarray,
+    num_tasks: int,
+) -> jnp.ndarray:
+    """Accuracy (10-way, class-incremental) on each task's examples: a (num_tasks,) vector."""
+    correct = (predict(state, images) == labels).astype(jnp.float32)
+    task = task_of_class[labels]
+    hits = jax.ops.segment_sum(correct, task, num_tasks)
+    counts = jax.ops.segment_sum(jnp.ones_like(correct), task, num_tasks)
+    return hits / jnp.maximum(counts, 1.0)
