@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from gr_jax.config import PRESETS, Config, ConfigError, preset
+from gr_jax.config import PRESETS, Config, ConfigError, preset, validate
 
 DEFAULT_CACHE = Path("~/.cache/gr_jax/jax_compilation_cache").expanduser()
 
@@ -60,19 +61,31 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """The preset (or, with --resume and no --preset, the run's saved config) plus overrides."""
     overrides: dict[str, Any] = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(Config)
         if getattr(args, f.name) is not None
     }
-    return preset(args.preset, **overrides)
+    saved = args.out / "config.json" if getattr(args, "out", None) else None
+    if getattr(args, "resume", False) and args.preset is None and saved and saved.is_file():
+        try:
+            base = Config.from_dict(json.loads(saved.read_text()))
+        except ValueError as e:
+            raise ConfigError(f"{saved} is not a valid gr_jax config: {e}") from e
+        return validate(dataclasses.replace(base, **overrides))
+    return preset(args.preset or "seed", **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gr-jax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment")
-    run.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)}")
+    run.add_argument(
+        "--preset",
+        default=None,
+        help=f"one of {', '.join(PRESETS)} (default: seed; with --resume: the run's own config)",
+    )
     run.add_argument(
         "--out", type=Path, default=None, help="run directory (default runs/PRESET-TIME)"
     )
@@ -95,6 +108,18 @@ def enable_compile_cache(path: Path) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+def _resume_hint(out: Path) -> str:
+    from gr_jax import checkpoints
+
+    done = checkpoints.latest(checkpoints.manager(out)) if (out / "checkpoints").exists() else None
+    if not done:
+        return f"{out} holds no finished task yet."
+    return (
+        f"{out} keeps its checkpoint after task {done}; continue with: "
+        f"gr-jax run --resume --out {out}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -103,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TypeError) as e:
         parser.error(str(e))
     from gr_jax.data import DataError
+    from gr_jax.health import DivergenceError
     from gr_jax.loop import RunDirError, run
     from gr_jax.metrics import format_matrix
 
@@ -110,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         enable_compile_cache(args.compile_cache_dir)
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR")
-    out = args.out or Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or Path("runs") / f"{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         results = run(
             cfg, out, resume=args.resume, overwrite=args.overwrite, bars=not args.no_progress
@@ -118,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, RunDirError) as e:
         print(f"gr-jax: error: {e}", file=sys.stderr)
         return 2
+    except DivergenceError as e:
+        print(f"gr-jax: diverged: {e}. {_resume_hint(out)}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"\ngr-jax: interrupted. {_resume_hint(out)}", file=sys.stderr)
+        return 130
     print(format_matrix(results["r_test"], "test accuracy R"))
     t = results["test"]
     print(f"ACC {t['acc']:.4f}  BWT {t['bwt']:+.4f}  FWT {t['fwt']:+.4f}  (test split)")

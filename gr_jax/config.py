@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,8 @@ class Config:
     tasks: tuple[tuple[int, ...], ...] = SPLIT_MNIST
     val_fraction: float = 0.1
     test_fraction: float = 0.2  # only for datasets without a test split (mnist-5k)
-    seed: int = 0
+    split_seed: int = 0  # seeds the validation (and mnist-5k test) split; same for all run seeds
+    seed: int = 0  # seeds initialisation, shuffling, latents
     # replay
     replay: str = "generative"  # "none" = fine-tuning baseline
     n_gen: int = 12_000
@@ -76,12 +78,36 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
         d = dict(d)
-        if "tasks" in d:
-            d["tasks"] = tuple(tuple(int(c) for c in t) for t in d["tasks"])
-        for name in ("solver_hidden", "gen_epochs"):
-            if name in d:
-                d[name] = tuple(int(v) for v in d[name])
+        try:
+            if "tasks" in d:
+                d["tasks"] = tuple(tuple(t) for t in d["tasks"])
+            for name in ("solver_hidden", "gen_epochs"):
+                if name in d:
+                    d[name] = tuple(d[name])
+        except TypeError as e:
+            raise ConfigError(f"malformed config: {e}") from e
         return validate(cls(**d))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether `value` fits a field annotation of Config (written as a string)."""
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation == "str | None":
+        return value is None or isinstance(value, str)
+    if annotation == "int":
+        return _is_int(value)
+    if annotation == "float":
+        return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    if annotation == "tuple[int, ...]":
+        return isinstance(value, tuple) and all(_is_int(v) for v in value)
+    if annotation == "tuple[tuple[int, ...], ...]":
+        return isinstance(value, tuple) and all(_has_type(t, "tuple[int, ...]") for t in value)
+    raise TypeError(f"no type check for {annotation}")
 
 
 def validate(cfg: Config) -> Config:
@@ -90,6 +116,10 @@ def validate(cfg: Config) -> Config:
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise ConfigError(msg)
+
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        need(_has_type(value, f.type), f"{f.name} must be {f.type}, got {value!r}")
 
     need(cfg.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
     need(cfg.gan in GANS, f"gan must be one of {GANS}, got {cfg.gan!r}")
@@ -122,6 +152,7 @@ def validate(cfg: Config) -> Config:
         need(getattr(cfg, name) > 0, f"{name} must be > 0, got {getattr(cfg, name)}")
     need(0.0 <= cfg.gan_beta1 < 1.0, f"gan_beta1 must be in [0, 1), got {cfg.gan_beta1}")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    need(cfg.split_seed >= 0, f"split_seed must be >= 0, got {cfg.split_seed}")
     return cfg
 
 

@@ -7,6 +7,7 @@ discriminator, reusing the generator's forward pass (`jax.vjp`) instead of runni
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -16,6 +17,7 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
+from gr_jax import health
 from gr_jax.models import make_gan
 from gr_jax.solver import valid_permutation
 
@@ -93,18 +95,20 @@ def gan_step_at(
     state: GANState,
     images: jnp.ndarray,
     perm: jnp.ndarray,
-    step: jnp.ndarray,
+    cursor: tuple[jnp.ndarray, jnp.ndarray],
     key: jax.Array,
     batch_size: int,
-) -> tuple[GANState, jnp.ndarray, dict]:
+) -> tuple[GANState, tuple[jnp.ndarray, jnp.ndarray], dict]:
     """`gan_step` on batch number `step` of `perm`, gathered on the device.
 
-    The step counter lives on the device and comes back incremented, so a loop of these
-    calls moves nothing between host and device.
+    `cursor` = (step, first non-finite step) lives on the device and comes back updated, so a
+    loop of these calls moves nothing between host and device.
     """
+    step, first_bad = cursor
     idx = jax.lax.dynamic_slice_in_dim(perm, step * batch_size, batch_size)
     state, metrics = gan_step(state, images[idx], jax.random.fold_in(key, step))
-    return state, step + 1, metrics
+    first_bad = health.note_first_bad(first_bad, step, metrics["d_loss"], metrics["g_loss"])
+    return state, (step + 1, first_bad), metrics
 
 
 def train_epoch(
@@ -113,7 +117,7 @@ def train_epoch(
     n_valid: int,
     key: jax.Array,
     batch_size: int,
-    on_step=None,
+    on_step: Callable[[], None] | None = None,
 ) -> tuple[GANState, dict]:
     """One epoch over the first `n_valid` rows of `images`, shuffled, last batch dropped.
 
@@ -123,13 +127,18 @@ def train_epoch(
     """
     perm_key, step_key = jax.random.split(key)
     perm = valid_permutation(perm_key, jnp.asarray(n_valid), images.shape[0])
-    step = jnp.zeros((), jnp.int32)
+    cursor = (jnp.zeros((), jnp.int32), jnp.asarray(health.NO_BAD_STEP, jnp.int32))
     metrics: dict = {}
     for _ in range(n_valid // batch_size):
-        state, step, metrics = gan_step_at(state, images, perm, step, step_key, batch_size)
+        state, cursor, metrics = gan_step_at(state, images, perm, cursor, step_key, batch_size)
         if on_step is not None:
             on_step()
-    return state, metrics
+    params = (state.g.params, state.d.params)
+    return state, {
+        **metrics,
+        "first_bad_step": cursor[1],
+        "params_finite": health.all_finite(params),
+    }
 
 
 @partial(jax.jit, static_argnames=("n", "latent_dim"))

@@ -9,7 +9,10 @@ tasks -> loop -> results.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +25,21 @@ from flax import struct
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from gr_jax import checkpoints, gan, metrics, provenance, replay, solver
+from gr_jax import checkpoints, gan, health, metrics, provenance, replay, solver
 from gr_jax.config import Config, ConfigError, diff, validate
 from gr_jax.data import load_splits, task_indices
+
+GAN_CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+FAULT_ENV = "GR_JAX_FAULT"
+
+
+def _fault_point(task: int, phase: str) -> None:
+    """Fault injection for the resume tests: `GR_JAX_FAULT=TASK:PHASE` (task 1-based) makes the
+    process kill itself with SIGKILL when task TASK reaches PHASE."""
+    if os.environ.get(FAULT_ENV) == f"{task + 1}:{phase}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RunDirError(RuntimeError):
@@ -57,7 +72,7 @@ class TaskData:
 
 def prepare_data(cfg: Config) -> TaskData:
     """Load the dataset, split it into tasks, and check the config fits the data."""
-    s = load_splits(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    s = load_splits(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     train = [(s.train_x[i], s.train_y[i]) for i in task_indices(s.train_y, cfg.tasks)]
     smallest = min(len(y) for _, y in train)
     for name in ("solver_batch", "gan_batch"):
@@ -119,20 +134,13 @@ def empty_history(cfg: Config, b_val: list, b_test: list) -> dict[str, Any]:
     }
 
 
-def run_task(
-    cfg: Config, t: int, state: RunState, data: TaskData, history: dict, bars: bool = False
-) -> RunState:
-    """Task `t` (0-based): replay, solver training, evaluation, generator training.
-
-    Returns the new state and appends this task's rows to `history` (a JSON-able dict).
-    """
-    key, k_gen, k_solver, k_gan_init, k_gan = jax.random.split(state.key, 5)
-    timings: dict[str, float] = {}
+def replay_phase(
+    cfg: Config, t: int, state: RunState, data: TaskData, key: jax.Array
+) -> tuple[jnp.ndarray, jnp.ndarray, int, list[int]]:
+    """Task t's training set: its real data, plus (t > 0) n_gen generated images labelled by
+    the solver. Returns (images, labels, n, replay class counts); rows from n on are padding."""
     generative = cfg.replay == "generative"
     capacity = data.capacity_real + (cfg.n_gen if generative else 0)
-
-    # generate + label + mix
-    tick = time.perf_counter()
     real_x, real_y = data.train[t]
     x = jnp.asarray(replay.pad_to(real_x, capacity))
     y = jnp.asarray(replay.pad_to(real_y, capacity))
@@ -140,25 +148,40 @@ def run_task(
     counts = [0] * cfg.num_classes
     if generative and t > 0 and cfg.n_gen > 0:
         gen_x, gen_y = replay.generate_replay(
-            state.gan.g, state.solver, k_gen, cfg.n_gen, cfg.latent_dim, cfg.gen_chunk
+            state.gan.g, state.solver, key, cfg.n_gen, cfg.latent_dim, cfg.gen_chunk
         )
         x, y = replay.mix(x, y, jnp.asarray(n), gen_x, gen_y)
         n += cfg.n_gen
         counts = np.bincount(np.asarray(gen_y), minlength=cfg.num_classes).tolist()
-    jax.block_until_ready(x)
-    timings["generate"] = time.perf_counter() - tick
-    history["replay_class_counts"].append(counts)
+    return jax.block_until_ready(x), y, n, counts
 
-    # solver: continue from the previous task's weights, on the mix
-    tick, eval_time = time.perf_counter(), 0.0
-    s = state.solver
-    epochs = range(cfg.solver_epochs)
-    for e in tqdm(epochs, desc=f"task {t + 1} solver", leave=False, disable=not bars):
+
+def solver_phase(
+    cfg: Config,
+    t: int,
+    s: TrainState,
+    x: jnp.ndarray,
+    y: jnp.ndarray,
+    n: int,
+    data: TaskData,
+    key: jax.Array,
+    history: dict,
+    bars: bool,
+) -> tuple[TrainState, float]:
+    """Train the solver (continuing from its weights) on the mix; validation after each epoch.
+
+    Returns the new state and the seconds spent on validation."""
+    eval_time = 0.0
+    for e in tqdm(
+        range(cfg.solver_epochs), desc=f"task {t + 1} solver", leave=False, disable=not bars
+    ):
         s, m = solver.train_epoch(
-            s, x, y, jnp.asarray(n), jax.random.fold_in(k_solver, e), cfg.solver_batch
+            s, x, y, jnp.asarray(n), jax.random.fold_in(key, e), cfg.solver_batch
         )
         jax.block_until_ready(s)
-        tock = time.perf_counter()
+        _fault_point(t, "solver")
+        tick = time.perf_counter()
+        health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
         val = solver.task_accuracies(s, data.val_x, data.val_y, data.task_of_class, cfg.num_tasks)
         history["solver_curves"].append(
             {
@@ -169,7 +192,53 @@ def run_task(
                 "val_accuracy": np.asarray(val).tolist(),
             }
         )
-        eval_time += time.perf_counter() - tock
+        eval_time += time.perf_counter() - tick
+    return s, eval_time
+
+
+def gan_phase(
+    cfg: Config,
+    t: int,
+    x: jnp.ndarray,
+    n: int,
+    key: jax.Array,
+    history: dict,
+    bars: bool,
+) -> gan.GANState:
+    """Reset the GAN, then train it from scratch on the mix."""
+    init_key, train_key = jax.random.split(key)
+    g = new_gan(cfg, init_key)
+    n_epochs = cfg.gen_epochs_for(t)
+    total = n_epochs * (n // cfg.gan_batch)
+    with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
+        for e in range(n_epochs):
+            g, m = gan.train_epoch(
+                g, x, n, jax.random.fold_in(train_key, e), cfg.gan_batch, on_step=bar.update
+            )
+            health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
+            _fault_point(t, "gan")
+            history["gan_curves"].append(
+                {"task": t, "epoch": e, **{k: float(m[k]) for k in GAN_CURVES}}
+            )
+    return jax.block_until_ready(g)
+
+
+def run_task(
+    cfg: Config, t: int, state: RunState, data: TaskData, history: dict, bars: bool = False
+) -> RunState:
+    """Task `t` (0-based): generate + label + mix, train the solver, evaluate, reset and train
+    the generator. Returns the new state; appends this task's rows to `history` (JSON-able)."""
+    key, k_replay, k_solver, k_gan = jax.random.split(state.key, 4)
+    timings: dict[str, float] = {}
+
+    _fault_point(t, "generate")
+    tick = time.perf_counter()
+    x, y, n, counts = replay_phase(cfg, t, state, data, k_replay)
+    history["replay_class_counts"].append(counts)
+    timings["generate"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    s, eval_time = solver_phase(cfg, t, state.solver, x, y, n, data, k_solver, history, bars)
     timings["solver"] = time.perf_counter() - tick - eval_time
 
     tick = time.perf_counter()
@@ -178,29 +247,8 @@ def run_task(
     history["r_test"].append(r_test)
     timings["evaluate"] = time.perf_counter() - tick + eval_time
 
-    # generator: reset, then train from scratch on the same mix
     tick = time.perf_counter()
-    g = state.gan
-    if generative:
-        g = new_gan(cfg, k_gan_init)
-        n_epochs = cfg.gen_epochs_for(t)
-        steps = n // cfg.gan_batch
-        with tqdm(
-            total=n_epochs * steps, desc=f"task {t + 1} GAN", leave=False, disable=not bars
-        ) as bar:
-            for e in range(n_epochs):
-                g, m = gan.train_epoch(
-                    g,
-                    x,
-                    n,
-                    jax.random.fold_in(k_gan, e),
-                    cfg.gan_batch,
-                    on_step=lambda: bar.update(),
-                )
-                history["gan_curves"].append(
-                    {"task": t, "epoch": e, **{k: float(v) for k, v in m.items()}}
-                )
-        jax.block_until_ready(g)
+    g = gan_phase(cfg, t, x, n, k_gan, history, bars) if cfg.replay == "generative" else state.gan
     timings["gan"] = time.perf_counter() - tick
 
     history["timings"].append(timings)
@@ -257,12 +305,13 @@ def run(
         done = checkpoints.latest(mngr)
         if done is not None:
             state, history = checkpoints.restore(mngr, done, state)
-            tqdm.write(f"resuming {out} from the checkpoint after task {done}")
+            tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
     for t in tqdm(range(history["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
         state = run_task(cfg, t, state, data, history, bars)
         if mngr is not None:
             tick = time.perf_counter()
             checkpoints.save(mngr, t + 1, state, history)
+            _fault_point(t, "checkpoint")
             history["timings"][-1]["checkpoint"] = time.perf_counter() - tick
 
     results = make_results(cfg, state, history, data, time.perf_counter() - started)

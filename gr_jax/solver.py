@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
+from gr_jax import health
 from gr_jax.models import Solver
 
 
@@ -72,15 +73,22 @@ def train_epoch(
     n_steps = n_valid // batch_size
 
     def body(i, carry):
-        state, loss_sum, acc_sum = carry
+        state, loss_sum, acc_sum, first_bad = carry
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
         state, m = train_step(state, images[idx], labels[idx])
-        return state, loss_sum + m["loss"], acc_sum + m["accuracy"]
+        first_bad = health.note_first_bad(first_bad, i, m["loss"])
+        return state, loss_sum + m["loss"], acc_sum + m["accuracy"], first_bad
 
     zero = jnp.zeros((), jnp.float32)
-    state, loss_sum, acc_sum = jax.lax.fori_loop(0, n_steps, body, (state, zero, zero))
+    carry = (state, zero, zero, jnp.asarray(health.NO_BAD_STEP))
+    state, loss_sum, acc_sum, first_bad = jax.lax.fori_loop(0, n_steps, body, carry)
     steps = jnp.maximum(n_steps, 1)
-    return state, {"loss": loss_sum / steps, "accuracy": acc_sum / steps}
+    return state, {
+        "loss": loss_sum / steps,
+        "accuracy": acc_sum / steps,
+        "first_bad_step": first_bad,
+        "params_finite": health.all_finite(state.params),
+    }
 
 
 @jax.jit

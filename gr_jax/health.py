@@ -1,0 +1,35 @@
+"""Cheap divergence detection: non-finite losses are noted on the device, step by step, and
+read by the host once per epoch, so no step waits on a host sync."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+class DivergenceError(FloatingPointError):
+    """A loss or parameter became NaN or Inf."""
+
+
+NO_BAD_STEP = -1
+
+
+def note_first_bad(first_bad: jnp.ndarray, step: jnp.ndarray, *values: jnp.ndarray) -> jnp.ndarray:
+    """`step` if this is the first step whose `values` are not all finite, else `first_bad`."""
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in values]))
+    return jnp.where((first_bad == NO_BAD_STEP) & ~finite, step, first_bad)
+
+
+@jax.jit
+def all_finite(tree) -> jnp.ndarray:
+    """True if every leaf of `tree` is finite (one fused device reduction)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves))
+
+
+def check(metrics: dict, where: str) -> None:
+    """Raise DivergenceError naming `where` (task, phase, epoch) and the first bad step."""
+    bad = int(metrics["first_bad_step"])
+    if bad != NO_BAD_STEP or not bool(metrics["params_finite"]):
+        step = f"step {bad + 1} of the epoch" if bad != NO_BAD_STEP else "the end of the epoch"
+        raise DivergenceError(f"{where}: loss or parameters became NaN/Inf at {step}")

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from gr_jax import cli
+
+TINY = [
+    "--tasks", "0,1/2,3", "--n-gen", "128", "--gen-chunk", "64", "--solver-epochs", "1",
+    "--gan", "mlp", "--gen-epochs", "1,1", "--gan-batch", "32",
+]  # fmt: skip
+
+
+def test_run_prints_matrix_and_metrics(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--preset", "quick", "--out", str(out), "--no-progress", "--no-compile-cache"]
+    assert cli.main(argv + TINY) == 0
+    text = capsys.readouterr().out
+    assert "after T2" in text and "ACC" in text and "BWT" in text and "FWT" in text
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["gan"] == "mlp" and cfg["gen_epochs"] == [1, 1] and cfg["tasks"] == [[0, 1], [2, 3]]
+    # a second run into the same directory is refused, with exit code 2
+    assert cli.main(argv + TINY) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_every_config_field_is_an_option():
+    import dataclasses
+
+    from gr_jax.config import Config
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["run", "--gen-epochs", "10,15,20,25,30", "--gan", "mlp"])
+    cfg = cli.config_from_args(args)
+    assert cfg.gen_epochs == (10, 15, 20, 25, 30) and cfg.gan == "mlp"
+    text = parser._subparsers._group_actions[0].choices["run"].format_help()
+    for f in dataclasses.fields(Config):
+        assert "--" + f.name.replace("_", "-") in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--n-gen", "-5"], "n_gen must be >= 0"),
+        (["run", "--preset", "nope"], "unknown preset"),
+        (["run", "--gen-epochs", "1,2"], "gen_epochs"),
+        (["run", "--gen-epochs", "a,b"], "comma-separated integers"),
+        (["run", "--resume"], "--resume needs --out"),
+    ],
+)
+def test_bad_input_exits_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv + ["--no-compile-cache"])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,61 @@
+import dataclasses
+
+import pytest
+
+from gr_jax.config import PRESETS, Config, ConfigError, diff, preset, validate
+
+
+def test_presets_are_valid():
+    for name, cfg in PRESETS.items():
+        assert validate(cfg) is cfg, name
+
+
+def test_seed_preset_is_the_method_as_described():
+    cfg = PRESETS["seed"]
+    assert cfg.tasks == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
+    assert cfg.dataset == "mnist" and cfg.gan == "conv" and cfg.replay == "generative"
+    assert cfg.n_gen == 12_000
+
+
+def test_gen_epochs_per_task():
+    cfg = preset("seed", gen_epochs=(10, 15, 20, 25, 30))
+    assert [cfg.gen_epochs_for(t) for t in range(5)] == [10, 15, 20, 25, 30]
+    assert preset("seed", gen_epochs=(7,)).gen_epochs_for(4) == 7
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"n_gen": -1}, "n_gen"),
+        ({"solver_epochs": 0}, "solver_epochs"),
+        ({"gan_batch": 0}, "gan_batch"),
+        ({"gen_epochs": (1, 2)}, "gen_epochs"),
+        ({"tasks": ((0, 1), (1, 2))}, "more than one task"),
+        ({"tasks": ((0, 10),)}, "outside 0-9"),
+        ({"tasks": ((0, 1), ())}, "no classes"),
+        ({"gan": "vae"}, "gan must be one of"),
+        ({"dataset": "cifar"}, "dataset must be one of"),
+        ({"val_fraction": 0.0}, "val_fraction"),
+        ({"solver_lr": 0.0}, "solver_lr"),
+        ({"solver_hidden": ()}, "solver_hidden"),
+    ],
+)
+def test_invalid_configs_name_the_problem(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        validate(dataclasses.replace(Config(), **overrides))
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("nope")
+
+
+def test_dict_round_trip_and_diff():
+    cfg = preset("seed", n_gen=1200, gen_epochs=(1, 2, 3, 4, 5))
+    again = Config.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert diff(cfg, again) == {}
+    other = dataclasses.replace(cfg, n_gen=120_000, data_dir="/elsewhere")
+    assert diff(cfg, other) == {"n_gen": (1200, 120_000)}
+    with pytest.raises(ConfigError, match="unknown config field"):
+        Config.from_dict({"n_gen": 1, "bogus": 2})

@@ -1,0 +1,98 @@
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from gr_jax import checkpoints, loop
+from gr_jax.loop import RunDirError
+
+from .conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    results = loop.run(tiny_config(), out, bars=False)
+    return out, results
+
+
+def test_end_to_end_results(tiny_run):
+    out, r = tiny_run
+    assert np.asarray(r["r_test"]).shape == (2, 2) and np.asarray(r["r_val"]).shape == (2, 2)
+    # class-incremental: before task 2 is trained, its classes are never predicted
+    assert r["r_test"][0][1] == 0.0
+    assert r["r_test"][0][0] > 0.9 and r["r_test"][1][1] > 0.9
+    assert set(r["test"]) == {"acc", "bwt", "fwt"}
+    assert r["test"]["acc"] == pytest.approx(np.mean(r["r_test"][-1]))
+    # one validation row per solver epoch, accuracies for every task
+    assert len(r["solver_curves"]) == 2 * 2 and len(r["solver_curves"][0]["val_accuracy"]) == 2
+    assert len(r["gan_curves"]) == 2
+    # replay before task 2: n_gen images, classes counted from the solver's labels
+    assert r["replay_class_counts"][0] == [0] * 10
+    assert sum(r["replay_class_counts"][1]) == 256
+    assert set(r["timings"][1]) == {"generate", "solver", "evaluate", "gan", "checkpoint"}
+    assert r["memory"]["real_data_bytes_float32_after_task"][1] > 0
+    assert r["environment"]["cpu_cores"] >= 1
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["r_test"] == r["r_test"]
+    assert json.loads((out / "config.json").read_text())["n_gen"] == 256
+
+
+def test_one_checkpoint_per_task_restores_exactly(tiny_run):
+    out, r = tiny_run
+    mngr = checkpoints.manager(out)
+    assert sorted(mngr.all_steps()) == [1, 2]
+    cfg = tiny_config()
+    state, meta = checkpoints.restore(mngr, 2, loop.init_state(cfg))
+    assert meta["r_test"] == r["r_test"] and meta["tasks_done"] == 2
+    data = loop.prepare_data(cfg)
+    val, test = loop._accuracies(state.solver, data, cfg)
+    assert test == r["r_test"][-1]
+    assert isinstance(state.key, jax.Array) and state.key.shape == (2,)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tiny_run):
+    _, r = tiny_run
+    again = loop.run(tiny_config(), None, bars=False)
+    assert again["r_test"] == r["r_test"] and again["solver_curves"] == r["solver_curves"]
+    other = loop.run(tiny_config(seed=1), None, bars=False)
+    assert other["solver_curves"] != r["solver_curves"]
+
+
+def test_resume_after_the_first_task_gives_the_same_results(tmp_path, tiny_run):
+    _, full = tiny_run
+    cfg = tiny_config()
+    # stop by hand after task 1, as a killed run would have
+    out = tmp_path / "r"
+    loop.prepare_run_dir(cfg, out, resume=False, overwrite=False)
+    data = loop.prepare_data(cfg)
+    state = loop.init_state(cfg)
+    b_val, b_test = loop._accuracies(state.solver, data, cfg)
+    history = loop.empty_history(cfg, b_val, b_test)
+    state = loop.run_task(cfg, 0, state, data, history)
+    checkpoints.save(checkpoints.manager(out), 1, state, history)
+    resumed = loop.run(cfg, out, resume=True, bars=False)
+    assert resumed["r_test"] == full["r_test"] and resumed["r_val"] == full["r_val"]
+    assert resumed["gan_curves"] == full["gan_curves"]
+
+
+def test_run_dir_is_never_overwritten_silently(tmp_path):
+    cfg = tiny_config()
+    out = tmp_path / "r"
+    loop.prepare_run_dir(cfg, out, resume=False, overwrite=False)
+    with pytest.raises(RunDirError, match="--overwrite"):
+        loop.prepare_run_dir(cfg, out, resume=False, overwrite=False)
+    with pytest.raises(RunDirError, match="n_gen: saved 256 vs now 512"):
+        loop.prepare_run_dir(tiny_config(n_gen=512), out, resume=True, overwrite=False)
+    with pytest.raises(RunDirError, match="holds no run"):
+        loop.prepare_run_dir(cfg, tmp_path / "empty", resume=True, overwrite=False)
+    loop.prepare_run_dir(tiny_config(n_gen=512), out, resume=False, overwrite=True)
+    assert '"n_gen": 512' in (out / "config.json").read_text()
+
+
+def test_batch_larger_than_a_task_is_refused():
+    from gr_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="solver_batch=5000 is larger"):
+        loop.prepare_data(tiny_config(solver_batch=5000))

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from gr_jax import metrics
+
+# Hand-computed example: 3 tasks.
+R = np.array(
+    [
+        [0.9, 0.1, 0.0],
+        [0.5, 0.8, 0.2],
+        [0.3, 0.6, 0.7],
+    ]
+)
+B = np.array([0.1, 0.05, 0.1])
+
+
+def test_acc_is_mean_of_last_row():
+    assert metrics.acc(R) == pytest.approx((0.3 + 0.6 + 0.7) / 3)
+
+
+def test_bwt_by_hand():
+    # (R[2,0]-R[0,0] + R[2,1]-R[1,1]) / 2 = (-0.6 - 0.2) / 2
+    assert metrics.bwt(R) == pytest.approx(-0.4)
+
+
+def test_fwt_by_hand():
+    # (R[0,1]-b[1] + R[1,2]-b[2]) / 2 = (0.05 + 0.1) / 2
+    assert metrics.fwt(R, B) == pytest.approx(0.075)
+
+
+def test_no_forgetting_gives_zero_bwt():
+    r = np.triu(np.full((4, 4), 0.9)) + np.tril(np.full((4, 4), 0.9), -1)
+    assert metrics.bwt(r) == pytest.approx(0.0)
+    assert metrics.summary(r, np.zeros(4))["acc"] == pytest.approx(0.9)
+
+
+def test_single_task():
+    assert metrics.bwt(np.array([[0.7]])) == 0.0
+    assert metrics.fwt(np.array([[0.7]]), np.array([0.1])) == 0.0
+
+
+def test_tree_bytes():
+    tree = {"a": np.zeros((3, 4), np.float32), "b": [np.zeros(5, np.float32)]}
+    assert metrics.tree_bytes(tree) == (12 + 5) * 4
+
+
+def test_format_matrix_has_every_row():
+    text = metrics.format_matrix(R)
+    assert text.count("after T") == 3 and "0.700" in text

@@ -1,0 +1,215 @@
+"""Exact resume after SIGKILL, atomic checkpoints, divergence, Ctrl-C, fuzzed configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gr_jax import checkpoints, cli, loop
+from gr_jax.config import Config, ConfigError
+from gr_jax.health import DivergenceError
+
+from .conftest import tiny_config
+
+TINY = [
+    "--preset", "quick", "--tasks", "0,1/2,3", "--n-gen", "256", "--gen-chunk", "128",
+    "--solver-epochs", "2", "--solver-batch", "64", "--gan-width", "8", "--gen-epochs", "2",
+    "--gan-batch", "32", "--no-progress",
+]  # fmt: skip
+
+
+def gr_jax(out: Path, *extra: str, fault: str | None = None, cache: Path | None = None):
+    env = dict(os.environ)
+    env.pop(loop.FAULT_ENV, None)
+    if fault:
+        env[loop.FAULT_ENV] = fault
+    cmd = [sys.executable, "-m", "gr_jax.cli", "run", "--out", str(out), *extra]
+    if cache is not None:
+        cmd += ["--compile-cache-dir", str(cache)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def final_params(out: Path) -> list[np.ndarray]:
+    mngr = checkpoints.manager(out)
+    state, _ = checkpoints.restore(mngr, mngr.latest_step(), loop.init_state(tiny_config()))
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+
+
+def same_results(a: Path, b: Path) -> None:
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
+    for k in ("r_test", "r_val", "test", "val", "solver_curves", "gan_curves"):
+        assert ra[k] == rb[k], k
+    for x, y in zip(final_params(a), final_params(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ref")
+    cache = root / "cache"
+    done = gr_jax(root / "run", *TINY, cache=cache)
+    assert done.returncode == 0, done.stderr
+    return root / "run", cache
+
+
+KILL_POINTS = ["2:solver", "1:checkpoint"]
+SLOW_KILL_POINTS = ["1:generate", "1:solver", "1:gan", "2:generate", "2:gan"]
+
+
+def _kill_and_resume(point: str, reference, tmp_path) -> None:
+    ref, cache = reference
+    out = tmp_path / "run"
+    killed = gr_jax(out, *TINY, fault=point, cache=cache)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "results.json").exists()
+    resumed = gr_jax(out, "--resume", "--no-progress", cache=cache)
+    assert resumed.returncode == 0, resumed.stderr
+    same_results(ref, out)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_then_resume_is_bitwise_identical(point, reference, tmp_path):
+    _kill_and_resume(point, reference, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", SLOW_KILL_POINTS)
+def test_sigkill_everywhere_then_resume_is_bitwise_identical(point, reference, tmp_path):
+    _kill_and_resume(point, reference, tmp_path)
+
+
+def test_interrupted_checkpoint_write_is_ignored(reference, tmp_path):
+    """A checkpoint folder left half-written (as Orbax leaves one when killed mid-write:
+    a temporary name, no commit marker) is never taken for the newest one."""
+    ref, _ = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    shutil.rmtree(out / "checkpoints" / "2")
+    partial = out / "checkpoints" / "2.orbax-checkpoint-tmp-1234567890"
+    shutil.copytree(ref / "checkpoints" / "2" / "state", partial / "state")
+    assert checkpoints.latest(checkpoints.manager(out)) == 1
+    (out / "results.json").unlink()
+    resumed = gr_jax(out, "--resume", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and "after task 1" in resumed.stderr
+    same_results(ref, out)
+
+
+def test_ctrl_c_leaves_a_resumable_run(reference, tmp_path):
+    ref, cache = reference
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != loop.FAULT_ENV}
+    cmd = [sys.executable, "-m", "gr_jax.cli", "run", "--out", str(out), *TINY]
+    proc = subprocess.Popen(
+        cmd + ["--compile-cache-dir", str(cache)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "1" / "commit_success.txt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert proc.returncode == 130 and "interrupted" in err and "--resume" in err
+    resumed = gr_jax(out, "--resume", "--no-progress", cache=cache)
+    assert resumed.returncode == 0, resumed.stderr
+    same_results(ref, out)
+
+
+def test_divergence_is_named_and_the_last_checkpoint_survives(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    real_prepare = loop.prepare_data
+
+    def poisoned(cfg):
+        data = real_prepare(cfg)
+        x, y = data.train[1]
+        data.train[1] = (np.full_like(x, np.nan), y)
+        return data
+
+    monkeypatch.setattr(loop, "prepare_data", poisoned)
+    with pytest.raises(DivergenceError, match=r"task 2, solver, epoch 1: .* at step 1 of the"):
+        loop.run(cfg, tmp_path / "run", bars=False)
+    mngr = checkpoints.manager(tmp_path / "run")
+    assert mngr.all_steps() == [1]
+    state, meta = checkpoints.restore(mngr, 1, loop.init_state(cfg))
+    assert meta["tasks_done"] == 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state))
+
+
+def test_absurd_learning_rate_diverges_with_a_message(tmp_path, capsys):
+    argv = ["run", "--out", str(tmp_path / "r"), *TINY, "--gan-lr", "1e30", "--no-compile-cache"]
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "diverged" in err and "task 1, GAN, epoch 1" in err
+
+
+def test_corrupt_data_stops_before_training(tmp_path, mnist_path, capsys):
+    bad = tmp_path / "mnist"
+    shutil.copytree(mnist_path, bad)
+    (bad / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b truncated")
+    argv = ["run", "--preset", "seed", "--data-dir", str(bad), "--out", str(tmp_path / "r")]
+    assert cli.main(argv + ["--no-compile-cache", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "t10k-images-idx3-ubyte.gz" in err and "sha256" in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+# --- fuzzing: no input may end in a traceback instead of a message ----------------------------
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.integers(-3, 12), max_size=6),
+    st.lists(st.lists(st.integers(-3, 12), max_size=4), max_size=6),
+)
+field_names = [f for f in Config.__dataclass_fields__] + ["bogus"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(field_names), values, max_size=6))
+def test_fuzzed_config_dicts_are_valid_or_a_config_error(d):
+    try:
+        cfg = Config.from_dict(d)
+    except ConfigError:
+        return
+    assert isinstance(cfg, Config)
+
+
+option_names = ["--" + f.replace("_", "-") for f in Config.__dataclass_fields__]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(option_names), st.text(alphabet="0123456789-,/.aeX ", max_size=8)
+        ),
+        max_size=4,
+    )
+)
+def test_fuzzed_command_lines_parse_or_exit_2(pairs):
+    argv = ["run"] + [x for pair in pairs for x in pair]
+    parser = cli.build_parser()
+    try:
+        args = parser.parse_args(argv)
+        cli.config_from_args(args)
+    except SystemExit as e:
+        assert e.code == 2
+    except ConfigError:
+        pass
