@@ -1,12 +1,14 @@
-"""Throughput of the jitted train steps: steps/s and samples/s, median of several repetitions.
+"""Throughput of the jitted train steps, next to a PyTorch reference and the machine's peak.
 
-    python benchmarks/bench_steps.py [--reps 5] [--steps 50] [--batches 64,128] [--json FILE]
+    python benchmarks/bench_steps.py --batches 64,128 --reps 5 --steps 50 --torch --check
 
-Prints one row per (model, batch): the solver step, the MLP GAN step and the conv GAN step
-(the `seed` preset's architecture), each run as the training loops run them (the solver as a
-jitted `lax.fori_loop` epoch, the GANs as a Python loop of jitted steps over device data).
-Also: the conv GAN step's FLOPs per sample (from XLA's cost analysis), its achieved GFLOP/s,
-and the machine's measured peak on a large f32 matmul, so the fraction of peak is visible.
+One row per (model, batch): the solver step, the MLP GAN step and the conv GAN step (the
+`seed` preset's architectures), each run as the task loop runs them (the solver as a jitted
+`lax.fori_loop` epoch, the GANs as a Python loop of jitted steps over device data); steps/s and
+samples/s are medians of `--reps` repetitions after a warm-up. FLOPs per sample come from XLA's
+cost analysis of the compiled step, so achieved GFLOP/s and the fraction of the machine's f32
+matmul peak are printed too. `--torch` runs the PyTorch reference (benchmarks/torch_reference.py)
+interleaved with ours; `--check` also prints its equivalence check.
 """
 
 from __future__ import annotations
@@ -52,7 +54,13 @@ def jax_gan_epoch(kind: str, batch: int, steps: int):
     x = jax.random.uniform(jax.random.PRNGKey(0), (n, 28, 28, 1)) * 2 - 1
     box = [
         gan.create_gan_state(
-            jax.random.PRNGKey(2), kind, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1
+            jax.random.PRNGKey(2),
+            kind,
+            cfg.gan_width,
+            cfg.latent_dim,
+            cfg.gan_lr,
+            cfg.gan_beta1,
+            cfg.d_chunks,
         )
     ]
 
@@ -102,17 +110,27 @@ def bench(makers: dict, batch: int, steps: int, reps: int) -> dict[str, float]:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def gan_step_flops(kind: str, batch: int) -> float:
-    """FLOPs of one D+G update on a batch, from XLA's cost analysis of the compiled step."""
+def flops_per_sample(model: str, batch: int) -> float:
+    """FLOPs of one train step per example, from XLA's cost analysis of the compiled step."""
     cfg = PRESETS["seed"]
-    state = gan.create_gan_state(
-        jax.random.PRNGKey(0), kind, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1
-    )
-    real = jnp.zeros((batch, 28, 28, 1))
-    compiled = jax.jit(gan.gan_step).lower(state, real, jax.random.PRNGKey(1)).compile()
-    cost = compiled.cost_analysis()
+    x = jnp.zeros((batch, 28, 28, 1))
+    if model == "solver":
+        state = solver.create_solver_state(jax.random.PRNGKey(0), cfg.solver_hidden, cfg.solver_lr)
+        lowered = solver.train_step.lower(state, x, jnp.zeros((batch,), jnp.int32))
+    else:
+        state = gan.create_gan_state(
+            jax.random.PRNGKey(0),
+            model,
+            cfg.gan_width,
+            cfg.latent_dim,
+            cfg.gan_lr,
+            cfg.gan_beta1,
+            cfg.d_chunks,
+        )
+        lowered = jax.jit(gan.gan_step).lower(state, x, jax.random.PRNGKey(1))
+    cost = lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost["flops"])
+    return float(cost["flops"]) / batch
 
 
 def matmul_peak(n: int = 2048, reps: int = 5) -> float:
@@ -139,6 +157,7 @@ def main() -> None:
     p.add_argument(
         "--torch", action="store_true", help="also run the PyTorch reference, interleaved"
     )
+    p.add_argument("--check", action="store_true", help="with --torch: check equivalence")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
     env = environment()
@@ -162,36 +181,54 @@ def main() -> None:
             if args.torch:
                 makers["torch"] = lambda b, s, m=model: torch_epoch(m, b, s)
             t = bench(makers, batch, args.steps, args.reps)
-            row = {"model": label, "batch": batch}
+            row = {"model": label, "key": model, "batch": batch}
             for impl, seconds in t.items():
                 row[f"{impl}_steps_per_s"] = args.steps / seconds
                 row[f"{impl}_samples_per_s"] = args.steps * batch / seconds
             if args.torch:
                 row["speedup_vs_torch"] = t["torch"] / t["jax"]
             rows.append(row)
-            print(row, flush=True)
-    cols = ["jax_steps_per_s", "jax_samples_per_s"]
-    if args.torch:
-        cols += ["torch_steps_per_s", "torch_samples_per_s", "speedup_vs_torch"]
-    print("\n| model | batch | " + " | ".join(cols) + " |")
-    print("|---|---|" + "---|" * len(cols))
-    for r in rows:
-        print(f"| {r['model']} | {r['batch']} | " + " | ".join(f"{r[c]:.1f}" for c in cols) + " |")
+            print(f"{label}, batch {batch}: done", flush=True)
     peak = matmul_peak()
-    result = {"rows": rows, "matmul_peak_gflops": peak, "environment": env}
-    conv64 = [r for r in rows if r["model"] == "conv GAN" and r["batch"] == 64]
-    if conv64:
-        flops = gan_step_flops("conv", 64) / 64
-        achieved = flops * conv64[0]["jax_samples_per_s"] / 1e9
-        result.update(conv_gan_mflop_per_sample=flops / 1e6, conv_gan_gflops=achieved)
+    for r in rows:
+        flops = flops_per_sample(r["key"], r["batch"])
+        r["mflop_per_sample"] = flops / 1e6
+        for impl in ("jax", "torch"):
+            if f"{impl}_samples_per_s" in r:
+                r[f"{impl}_gflops"] = flops * r[f"{impl}_samples_per_s"] / 1e9
+                r[f"{impl}_fraction_of_peak"] = r[f"{impl}_gflops"] / peak
+    cols = ["jax_steps_per_s", "jax_samples_per_s", "jax_gflops", "jax_fraction_of_peak"]
+    if args.torch:
+        cols += [
+            "torch_samples_per_s",
+            "torch_gflops",
+            "torch_fraction_of_peak",
+            "speedup_vs_torch",
+        ]
+    print("\n| model | batch | MFLOP/sample | " + " | ".join(cols) + " |")
+    print("|---|---|---|" + "---|" * len(cols))
+    for r in rows:
+        cells = [
+            f"{r[c]:.2f}" if "fraction" in c or "speedup" in c else f"{r[c]:.0f}" for c in cols
+        ]
         print(
-            f"\nconv GAN: {flops / 1e6:.0f} MFLOP per sample per D+G step (XLA cost analysis); "
-            f"{achieved:.0f} GFLOP/s achieved at batch 64; f32 matmul peak {peak:.0f} GFLOP/s: "
-            f"{achieved / peak:.0%} of peak"
+            f"| {r['model']} | {r['batch']} | {r['mflop_per_sample']:.1f} | "
+            + " | ".join(cells)
+            + " |"
         )
+    print(
+        f"\nf32 matmul peak (2048x2048, jax): {peak:.0f} GFLOP/s. FLOPs per step from XLA's cost "
+        "analysis of the jitted step; the PyTorch reference runs the same step, so the same FLOPs."
+    )
+    if args.check and args.torch:
+        import torch_reference
+
+        print("\nequivalence (same initial weights, batch and latents):")
+        for row in torch_reference.check_equivalence(PRESETS["seed"].gan_width):
+            print(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump({"rows": rows, "matmul_peak_gflops": peak, "environment": env}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -182,7 +182,6 @@ def load_gan(g: nn.Module, d: nn.Module, g_params, d_params) -> None:
 def check_equivalence(width: int = 48, batch: int = 64) -> list[dict]:
     """Same initial weights, same batch, same latents: compare counts, losses, updated params."""
     import jax
-    import jax.numpy as jnp
 
     from gr_jax import gan as jgan
     from gr_jax import solver as jsolver
@@ -204,7 +203,7 @@ def check_equivalence(width: int = 48, batch: int = 64) -> list[dict]:
         tg2 = GAN(kind, width)
         load_gan(tg2.g, tg2.d, js2.g.params, js2.d.params)
         diff = max(
-            float((a - b).abs().max())
+            float((a - b).detach().abs().max())
             for a, b in zip(
                 (*tg.g.parameters(), *tg.d.parameters()),
                 (*tg2.g.parameters(), *tg2.d.parameters()),
@@ -227,7 +226,7 @@ def check_equivalence(width: int = 48, batch: int = 64) -> list[dict]:
     _, loss, _ = jsolver.apply_model(st, real, labels)
     ts = SolverTrainer()
     load_solver(ts.model, st.params)
-    t_loss = ts.step(real_t, torch.from_numpy(np.asarray(labels)).long())
+    t_loss = ts.step(real_t, torch.from_numpy(np.array(labels)).long())
     rows.append(
         {
             "model": "solver",
@@ -237,5 +236,4 @@ def check_equivalence(width: int = 48, batch: int = 64) -> list[dict]:
             "loss_torch": t_loss,
         }
     )
-    del jnp
     return rows

@@ -52,7 +52,7 @@ class Config:
     gan_batch: int = 64
     gan_lr: float = 2e-4
     gan_beta1: float = 0.5
-    eval_batch: int = 2_000
+    d_chunks: int = 4  # the D batch is split into independent chunks in the step (CPU speed)
 
     @property
     def num_tasks(self) -> int:
@@ -136,7 +136,10 @@ def validate(cfg: Config) -> Config:
         need(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
     need(cfg.n_gen >= 0, f"n_gen must be >= 0, got {cfg.n_gen}")
     need(cfg.gen_chunk >= 1, f"gen_chunk must be >= 1, got {cfg.gen_chunk}")
-    need(cfg.eval_batch >= 1, f"eval_batch must be >= 1, got {cfg.eval_batch}")
+    need(
+        cfg.d_chunks >= 1 and cfg.gan_batch % cfg.d_chunks == 0,
+        f"d_chunks must be >= 1 and divide gan_batch ({cfg.gan_batch}), got {cfg.d_chunks}",
+    )
     need(len(cfg.solver_hidden) >= 1, "solver_hidden: need at least one hidden layer")
     need(all(h >= 1 for h in cfg.solver_hidden), "solver_hidden: sizes must be >= 1")
     need(

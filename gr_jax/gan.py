@@ -7,6 +7,7 @@ discriminator, reusing the generator's forward pass (`jax.vjp`) instead of runni
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -32,17 +33,31 @@ class GANState(struct.PyTreeNode):
     g: GenState
     d: TrainState
     latent_dim: int = struct.field(pytree_node=False, default=100)
+    d_chunks: int = struct.field(pytree_node=False, default=1)
+
+
+@functools.cache
+def _gan_parts(kind: str, width: int, lr: float, beta1: float):
+    """Modules and optimizer, made once per setting: they are static parts of the train states,
+    so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
+    gen, disc = make_gan(kind, width)
+    return gen, disc, optax.adam(lr, b1=beta1)
 
 
 def create_gan_state(
-    key: jax.Array, kind: str, width: int, latent_dim: int, lr: float, beta1: float
+    key: jax.Array,
+    kind: str,
+    width: int,
+    latent_dim: int,
+    lr: float,
+    beta1: float,
+    d_chunks: int = 1,
 ) -> GANState:
     """A freshly initialised GAN (the method resets the generator before every task)."""
-    gen, disc = make_gan(kind, width)
+    gen, disc, tx = _gan_parts(kind, width, lr, beta1)
     kg, kd = jax.random.split(key)
     g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), train=False)
     d_vars = disc.init(kd, jnp.zeros((1, 28, 28, 1)))
-    tx = optax.adam(lr, b1=beta1)
     g = GenState.create(
         apply_fn=gen.apply,
         params=g_vars["params"],
@@ -50,7 +65,18 @@ def create_gan_state(
         batch_stats=g_vars.get("batch_stats", {}),
     )
     d = TrainState.create(apply_fn=disc.apply, params=d_vars["params"], tx=tx)
-    return GANState(g=g, d=d, latent_dim=latent_dim)
+    return GANState(g=g, d=d, latent_dim=latent_dim, d_chunks=d_chunks)
+
+
+def _sum_over_chunks(fn, chunks: int, *arrays: jnp.ndarray):
+    """Sum of `fn` over `chunks` equal slices of `arrays` (leading axis).
+
+    The slices are independent ops inside one XLA program, which the CPU runtime runs side by
+    side on its cores: for the discriminator's small convolutions this is ~1.2x faster than one
+    big batch. Per-example math is unchanged (D has no batch statistics).
+    """
+    parts = [fn(*xs) for xs in zip(*(jnp.split(a, chunks) for a in arrays))]
+    return jax.tree_util.tree_map(lambda *p: sum(p[1:], p[0]), *parts)
 
 
 def gan_step(state: GANState, real: jnp.ndarray, key: jax.Array) -> tuple[GANState, dict]:
@@ -63,30 +89,30 @@ def gan_step(state: GANState, real: jnp.ndarray, key: jax.Array) -> tuple[GANSta
         return state.g.apply_fn(variables, z, train=True, mutable=["batch_stats"])
 
     fake, g_vjp, g_updates = jax.vjp(generate_train, state.g.params, has_aux=True)
+    fake_const = jax.lax.stop_gradient(fake)
 
-    def d_loss_fn(params):
-        logits = state.d.apply_fn({"params": params}, jnp.concatenate([real, fake]))
-        real_logits, fake_logits = logits[:n], logits[n:]
-        loss = jax.nn.softplus(-real_logits).mean() + jax.nn.softplus(fake_logits).mean()
-        return loss, (real_logits, fake_logits)
+    def d_loss_part(params, real_part, fake_part):
+        real_logits = state.d.apply_fn({"params": params}, real_part)
+        fake_logits = state.d.apply_fn({"params": params}, fake_part)
+        loss = (jax.nn.softplus(-real_logits).sum() + jax.nn.softplus(fake_logits).sum()) / n
+        stats = (jax.nn.sigmoid(real_logits).sum() / n, jax.nn.sigmoid(fake_logits).sum() / n)
+        return loss, stats
 
-    (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-        state.d.params
+    d_value_and_grad = jax.value_and_grad(d_loss_part, has_aux=True)
+    (d_loss, (d_real, d_fake_p)), d_grads = _sum_over_chunks(
+        lambda r, f: d_value_and_grad(state.d.params, r, f), state.d_chunks, real, fake_const
     )
     d = state.d.apply_gradients(grads=d_grads)
 
-    def g_loss_fn(images):
-        return jax.nn.softplus(-d.apply_fn({"params": d.params}, images)).mean()
+    def g_loss_part(images):
+        return jax.nn.softplus(-d.apply_fn({"params": d.params}, images)).sum() / n
 
-    g_loss, d_fake = jax.value_and_grad(g_loss_fn)(fake)
-    (g_grads,) = g_vjp(d_fake)
+    g_value_and_grad = jax.value_and_grad(g_loss_part)
+    parts = [g_value_and_grad(f) for f in jnp.split(fake, state.d_chunks)]
+    g_loss = sum(p[0] for p in parts)
+    (g_grads,) = g_vjp(jnp.concatenate([p[1] for p in parts]))
     g = state.g.apply_gradients(grads=g_grads, batch_stats=g_updates.get("batch_stats", {}))
-    metrics = {
-        "d_loss": d_loss,
-        "g_loss": g_loss,
-        "d_real": jax.nn.sigmoid(real_logits).mean(),
-        "d_fake": jax.nn.sigmoid(fake_logits).mean(),
-    }
+    metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake_p}
     return state.replace(g=g, d=d), metrics
 
 

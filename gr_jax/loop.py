@@ -98,7 +98,7 @@ def prepare_data(cfg: Config) -> TaskData:
 
 def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
     return gan.create_gan_state(
-        key, cfg.gan, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1
+        key, cfg.gan, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1, cfg.d_chunks
     )
 
 

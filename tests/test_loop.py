@@ -96,3 +96,24 @@ def test_batch_larger_than_a_task_is_refused():
 
     with pytest.raises(ConfigError, match="solver_batch=5000 is larger"):
         loop.prepare_data(tiny_config(solver_batch=5000))
+
+
+def test_nothing_compiles_after_the_first_replay_task(caplog):
+    """Fixed shapes everywhere: task 3 runs entirely on programs compiled in tasks 1 and 2."""
+    import logging
+
+    cfg = tiny_config(tasks=((0, 1), (2, 3), (4, 5)))
+    data = loop.prepare_data(cfg)
+    state = loop.init_state(cfg)
+    history = loop.empty_history(cfg, *loop._accuracies(state.solver, data, cfg))
+    for t in range(2):
+        state = loop.run_task(cfg, t, state, data, history)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            caplog.clear()
+            loop.run_task(cfg, 2, state, data, history)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert compiles == []
