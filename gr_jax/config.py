@@ -15,7 +15,7 @@ from typing import Any
 
 DATASETS = ("mnist", "mnist-5k", "fashion_mnist")
 GANS = ("conv", "mlp")
-REPLAYS = ("generative", "none")
+REPLAYS = ("generative", "none", "exact", "joint")
 SPLIT_MNIST = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 
 
@@ -36,8 +36,11 @@ class Config:
     split_seed: int = 0  # seeds the validation (and mnist-5k test) split; same for all run seeds
     seed: int = 0  # seeds initialisation, shuffling, latents
     # replay
-    replay: str = "generative"  # "none" = fine-tuning baseline
+    # "generative" (the method); baselines: "none" (fine-tuning), "exact" (replay of
+    # `buffer_size` stored real images of earlier tasks), "joint" (all earlier real data)
+    replay: str = "generative"
     n_gen: int = 12_000
+    buffer_size: int = 0
     gen_chunk: int = 1_000  # images drawn and labelled per jitted call
     # solver
     solver_hidden: tuple[int, ...] = (400, 400)
@@ -135,6 +138,11 @@ def validate(cfg: Config) -> Config:
     for name in ("solver_epochs", "solver_batch", "gan_batch", "latent_dim", "gan_width"):
         need(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
     need(cfg.n_gen >= 0, f"n_gen must be >= 0, got {cfg.n_gen}")
+    need(cfg.buffer_size >= 0, f"buffer_size must be >= 0, got {cfg.buffer_size}")
+    need(
+        cfg.replay != "exact" or cfg.buffer_size > 0,
+        "replay='exact' needs buffer_size > 0 (the number of stored real images)",
+    )
     need(cfg.gen_chunk >= 1, f"gen_chunk must be >= 1, got {cfg.gen_chunk}")
     need(
         cfg.d_chunks >= 1 and cfg.gan_batch % cfg.d_chunks == 0,

@@ -134,19 +134,35 @@ def empty_history(cfg: Config, b_val: list, b_test: list) -> dict[str, Any]:
     }
 
 
+def capacity(cfg: Config, data: TaskData) -> int:
+    """Rows of the fixed-shape training arrays: the most any task's training set can hold."""
+    extra = {"generative": cfg.n_gen, "exact": cfg.buffer_size, "none": 0}
+    if cfg.replay == "joint":
+        return sum(len(y) for _, y in data.train)
+    return data.capacity_real + extra[cfg.replay]
+
+
 def replay_phase(
     cfg: Config, t: int, state: RunState, data: TaskData, key: jax.Array
 ) -> tuple[jnp.ndarray, jnp.ndarray, int, list[int]]:
-    """Task t's training set: its real data, plus (t > 0) n_gen generated images labelled by
-    the solver. Returns (images, labels, n, replay class counts); rows from n on are padding."""
-    generative = cfg.replay == "generative"
-    capacity = data.capacity_real + (cfg.n_gen if generative else 0)
+    """Task t's training set: its real data plus, for t > 0, the replay (n_gen generated images
+    labelled by the solver; or stored real images for the baselines).
+
+    Returns (images, labels, n, replay class counts); rows from n on are padding.
+    """
     real_x, real_y = data.train[t]
-    x = jnp.asarray(replay.pad_to(real_x, capacity))
-    y = jnp.asarray(replay.pad_to(real_y, capacity))
-    n = len(real_y)
     counts = [0] * cfg.num_classes
-    if generative and t > 0 and cfg.n_gen > 0:
+    if t > 0 and cfg.replay in ("exact", "joint"):
+        n_keep = cfg.buffer_size if cfg.replay == "exact" else None
+        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+        old_x, old_y = replay.stored_replay(data.train[:t], n_keep, seed)
+        real_x, real_y = np.concatenate([real_x, old_x]), np.concatenate([real_y, old_y])
+        counts = np.bincount(old_y, minlength=cfg.num_classes).tolist()
+    rows = capacity(cfg, data)
+    x = jnp.asarray(replay.pad_to(real_x, rows))
+    y = jnp.asarray(replay.pad_to(real_y, rows))
+    n = len(real_y)
+    if cfg.replay == "generative" and t > 0 and cfg.n_gen > 0:
         gen_x, gen_y = replay.generate_replay(
             state.gan.g, state.solver, key, cfg.n_gen, cfg.latent_dim, cfg.gen_chunk
         )
@@ -320,6 +336,15 @@ def run(
     return results
 
 
+def stored_bytes(cfg: Config, seen: np.ndarray) -> int:
+    """Bytes of real images (uint8) a baseline stores for replay at its largest (last task)."""
+    if cfg.replay == "exact":
+        return cfg.buffer_size * 28 * 28
+    if cfg.replay == "joint" and len(seen) > 1:
+        return int(seen[-2]) * 28 * 28
+    return 0
+
+
 def make_results(
     cfg: Config, state: RunState, history: dict, data: TaskData, wall: float
 ) -> dict[str, Any]:
@@ -336,6 +361,7 @@ def make_results(
             "discriminator_param_bytes": metrics.tree_bytes(state.gan.d.params),
             "real_data_bytes_float32_after_task": (seen * 28 * 28 * 4).tolist(),
             "real_data_bytes_uint8_after_task": (seen * 28 * 28).tolist(),
+            "replay_buffer_bytes_uint8": stored_bytes(cfg, seen),
         },
         "wall_seconds_this_process": wall,
         "environment": provenance.environment(),

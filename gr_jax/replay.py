@@ -42,6 +42,19 @@ def generate_replay(
     return images, labels
 
 
+def stored_replay(
+    previous: list[tuple[np.ndarray, np.ndarray]], n: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Real examples of earlier tasks: all of them (`n` None, joint training) or `n` drawn
+    uniformly without replacement (exact replay from a buffer of `n` stored images)."""
+    x = np.concatenate([p[0] for p in previous])
+    y = np.concatenate([p[1] for p in previous])
+    if n is None or n >= len(y):
+        return x, y
+    keep = np.sort(np.random.default_rng(seed).choice(len(y), n, replace=False))
+    return x[keep], y[keep]
+
+
 def pad_to(x: np.ndarray, capacity: int) -> np.ndarray:
     """`x` with zero rows appended up to `capacity` rows."""
     return np.concatenate([x, np.zeros((capacity - len(x), *x.shape[1:]), x.dtype)])

@@ -117,3 +117,22 @@ def test_nothing_compiles_after_the_first_replay_task(caplog):
         jax.config.update("jax_log_compiles", False)
     compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
     assert compiles == []
+
+
+@pytest.mark.parametrize("replay", ["none", "exact", "joint"])
+def test_baseline_training_sets(replay):
+    cfg = tiny_config(replay=replay, buffer_size=100, tasks=((0, 1), (2, 3), (4, 5)))
+    data = loop.prepare_data(cfg)
+    state = loop.init_state(cfg)
+    x, y, n, counts = loop.replay_phase(cfg, 2, state, data, jax.random.PRNGKey(0))
+    sizes = [len(labels) for _, labels in data.train]
+    expected = {"none": sizes[2], "exact": sizes[2] + 100, "joint": sum(sizes)}[replay]
+    assert n == expected and x.shape[0] == loop.capacity(cfg, data) >= n
+    labels = np.asarray(y)
+    assert set(labels[: sizes[2]]) == {4, 5}
+    assert set(labels[sizes[2] : n]) <= {0, 1, 2, 3}
+    assert sum(counts) == n - sizes[2]
+    if replay == "exact":  # drawn from both earlier tasks, and again the same for the same key
+        assert set(labels[sizes[2] : n]) == {0, 1, 2, 3}
+        _, y2, _, _ = loop.replay_phase(cfg, 2, state, data, jax.random.PRNGKey(0))
+        np.testing.assert_array_equal(labels, np.asarray(y2))

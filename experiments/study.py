@@ -1,0 +1,174 @@
+"""The original study's experiments and their baselines, run in resumable pieces.
+
+    python experiments/study.py list
+    python experiments/study.py run GROUP [GROUP ...] --seeds 0,1,2   # runs/study/GROUP-sSEED
+    python experiments/study.py report                                # tables and figures
+
+`run` skips runs that are complete, resumes those that are not (from their last per-task
+checkpoint), and copies each finished run's `results.json` to `experiments/results/`, the small
+files that are committed. `report` reads only those files and writes `experiments/results/
+summary.{json,csv,md}` and the figures in `docs/figures/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from gr_jax.config import preset
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "runs" / "study"
+RESULTS = ROOT / "experiments" / "results"
+FIGURES = ROOT / "docs" / "figures"
+
+
+def _generator_bytes_images() -> int:
+    """How many uint8 28x28 images fit in the bytes of the seed preset's generator parameters
+    (float32): the size of the equal-memory exact-replay baseline."""
+    import jax
+
+    from gr_jax.loop import new_gan
+
+    cfg = preset("seed")
+    g = new_gan(cfg, jax.random.PRNGKey(0)).g.params
+    nbytes = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(g))
+    return nbytes // (28 * 28)
+
+
+GROUPS = {
+    "gr-conv-1.2k": lambda: preset("seed", n_gen=1_200),
+    "gr-conv-12k": lambda: preset("seed", n_gen=12_000),
+    "gr-conv-120k": lambda: preset("seed", n_gen=120_000),
+    "gr-mlp-12k": lambda: preset("seed", n_gen=12_000, gan="mlp"),
+    "finetune": lambda: preset("seed", replay="none"),
+    "joint": lambda: preset("seed", replay="joint"),
+    "exact-12k": lambda: preset("seed", replay="exact", buffer_size=12_000),
+    "exact-genbytes": lambda: preset("seed", replay="exact", buffer_size=_generator_bytes_images()),
+}
+
+
+def run_group(group: str, seeds: list[int], data_dir: str | None) -> None:
+    from gr_jax.loop import run
+
+    for seed in seeds:
+        name = f"{group}-s{seed}"
+        out, saved = RUNS / name, RESULTS / f"{name}.json"
+        if (out / "results.json").exists():
+            print(f"{name}: complete", file=sys.stderr)
+        else:
+            cfg = GROUPS[group]()
+            cfg = preset("seed", **{**cfg.to_dict(), "seed": seed, "data_dir": data_dir})
+            resume = (out / "config.json").exists()
+            print(f"{name}: {'resuming' if resume else 'starting'}", file=sys.stderr)
+            run(cfg, out, resume=resume)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "results.json", saved)
+
+
+def load_results() -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for f in sorted(RESULTS.glob("*-s*.json")):
+        group = f.stem.rsplit("-s", 1)[0]
+        groups.setdefault(group, []).append(json.loads(f.read_text()))
+    return groups
+
+
+def summarize(groups: dict[str, list[dict]]) -> list[dict]:
+    rows = []
+    for group, runs in groups.items():
+        row: dict = {"group": group, "seeds": [r["config"]["seed"] for r in runs]}
+        for metric in ("acc", "bwt", "fwt"):
+            v = np.array([r["test"][metric] for r in runs])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = float(v.mean()), float(v.std())
+        r_test = np.array([r["r_test"] for r in runs])
+        row["r_test_mean"] = r_test.mean(0).round(4).tolist()
+        row["r_test_std"] = r_test.std(0).round(4).tolist()
+        row["minutes_mean"] = float(
+            np.mean([sum(sum(t.values()) for t in r["timings"]) for r in runs]) / 60
+        )
+        mem = runs[0]["memory"]
+        row["model_bytes"] = mem["solver_param_bytes"] + (
+            mem["generator_param_bytes"] if runs[0]["config"]["replay"] == "generative" else 0
+        )
+        row["stored_real_bytes"] = mem.get("replay_buffer_bytes_uint8", 0)
+        rows.append(row)
+    return rows
+
+
+def write_tables(rows: list[dict]) -> None:
+    (RESULTS / "summary.json").write_text(json.dumps(rows, indent=1))
+    head = "group,seeds,acc_mean,acc_std,bwt_mean,bwt_std,fwt_mean,fwt_std,minutes_mean\n"
+    lines = [
+        f"{r['group']},{len(r['seeds'])},{r['acc_mean']:.4f},{r['acc_std']:.4f},{r['bwt_mean']:.4f},"
+        f"{r['bwt_std']:.4f},{r['fwt_mean']:.4f},{r['fwt_std']:.4f},{r['minutes_mean']:.1f}"
+        for r in rows
+    ]
+    (RESULTS / "summary.csv").write_text(head + "\n".join(lines) + "\n")
+    md = ["| group | seeds | ACC | BWT | FWT | minutes/run |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(
+            f"| {r['group']} | {len(r['seeds'])} | {r['acc_mean']:.3f} ± {r['acc_std']:.3f} | "
+            f"{r['bwt_mean']:+.3f} ± {r['bwt_std']:.3f} | {r['fwt_mean']:+.3f} ± {r['fwt_std']:.3f} "
+            f"| {r['minutes_mean']:.1f} |"
+        )
+    (RESULTS / "summary.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def write_figures(groups: dict[str, list[dict]], rows: list[dict]) -> None:
+    import matplotlib.pyplot as plt
+
+    from gr_jax import plots
+
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        runs = groups[row["group"]]
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 2]})
+        plots.accuracy_matrix(row["r_test_mean"], ax=axes[0], title="test R, mean over seeds")
+        plots.validation_curves(
+            runs[0], ax=axes[1], title=f"{row['group']}, seed {runs[0]['config']['seed']}"
+        )
+        fig.tight_layout()
+        fig.savefig(FIGURES / f"{row['group']}.png", dpi=110)
+        plt.close(fig)
+        counts = runs[0]["replay_class_counts"]
+        if any(sum(c) for c in counts):
+            fig, axes = plt.subplots(1, len(counts) - 1, figsize=(3 * (len(counts) - 1), 2.4))
+            for t, ax in enumerate(np.atleast_1d(axes), start=1):
+                plots.replay_histogram(counts[t], ax=ax, title=f"replay before task {t + 1}")
+            fig.tight_layout()
+            fig.savefig(FIGURES / f"{row['group']}-replay.png", dpi=110)
+            plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list")
+    r = sub.add_parser("run")
+    r.add_argument("groups", nargs="+", choices=sorted(GROUPS))
+    r.add_argument("--seeds", default="0,1,2")
+    r.add_argument("--data-dir", default=None)
+    sub.add_parser("report")
+    args = p.parse_args()
+    if args.command == "list":
+        for g in GROUPS:
+            print(g)
+    elif args.command == "run":
+        for g in args.groups:
+            run_group(g, [int(s) for s in args.seeds.split(",")], args.data_dir)
+    else:
+        groups = load_results()
+        rows = summarize(groups)
+        write_tables(rows)
+        write_figures(groups, rows)
+
+
+if __name__ == "__main__":
+    main()
