@@ -16,7 +16,6 @@ def test_notebook_runs_on_a_small_run(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     loop.run(tiny_config(), run_dir, bars=False)
     monkeypatch.setenv("GR_JAX_RUN_DIR", str(run_dir))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
         nb,
