@@ -79,6 +79,11 @@ def load_results() -> dict[str, list[dict]]:
     return groups
 
 
+def run_seconds(results: dict) -> float:
+    """Wall seconds of a run's phases ("compile" is already part of them)."""
+    return sum(v for t in results["timings"] for k, v in t.items() if k != "compile")
+
+
 def summarize(groups: dict[str, list[dict]]) -> list[dict]:
     rows = []
     for group, runs in groups.items():
@@ -89,9 +94,7 @@ def summarize(groups: dict[str, list[dict]]) -> list[dict]:
         r_test = np.array([r["r_test"] for r in runs])
         row["r_test_mean"] = r_test.mean(0).round(4).tolist()
         row["r_test_std"] = r_test.std(0).round(4).tolist()
-        row["minutes_mean"] = float(
-            np.mean([sum(sum(t.values()) for t in r["timings"]) for r in runs]) / 60
-        )
+        row["minutes_mean"] = float(np.mean([run_seconds(r) for r in runs]) / 60)
         mem = runs[0]["memory"]
         row["model_bytes"] = mem["solver_param_bytes"] + (
             mem["generator_param_bytes"] if runs[0]["config"]["replay"] == "generative" else 0

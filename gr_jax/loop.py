@@ -25,7 +25,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from gr_jax import checkpoints, gan, health, metrics, provenance, replay, solver
+from gr_jax import checkpoints, gan, health, metrics, provenance, replay, solver, timing
 from gr_jax.config import Config, ConfigError, diff, validate
 from gr_jax.data import load_splits, task_indices
 
@@ -244,6 +244,15 @@ def run_task(
 ) -> RunState:
     """Task `t` (0-based): generate + label + mix, train the solver, evaluate, reset and train
     the generator. Returns the new state; appends this task's rows to `history` (JSON-able)."""
+    with timing.compile_seconds() as compile_time:
+        new_state = _run_phases(cfg, t, state, data, history, bars)
+    history["timings"][-1]["compile"] = compile_time[0]  # part of the phases above
+    return new_state
+
+
+def _run_phases(
+    cfg: Config, t: int, state: RunState, data: TaskData, history: dict, bars: bool
+) -> RunState:
     key, k_replay, k_solver, k_gan = jax.random.split(state.key, 4)
     timings: dict[str, float] = {}
 

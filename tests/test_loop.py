@@ -31,7 +31,15 @@ def test_end_to_end_results(tiny_run):
     # replay before task 2: n_gen images, classes counted from the solver's labels
     assert r["replay_class_counts"][0] == [0] * 10
     assert sum(r["replay_class_counts"][1]) == 256
-    assert set(r["timings"][1]) == {"generate", "solver", "evaluate", "gan", "checkpoint"}
+    assert set(r["timings"][1]) == {
+        "generate",
+        "solver",
+        "evaluate",
+        "gan",
+        "checkpoint",
+        "compile",
+    }
+    assert r["timings"][0]["compile"] > r["timings"][1]["compile"] >= 0
     assert r["memory"]["real_data_bytes_float32_after_task"][1] > 0
     assert r["environment"]["cpu_cores"] >= 1
     saved = json.loads((out / "results.json").read_text())
