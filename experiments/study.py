@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,21 +53,15 @@ GROUPS = {
 
 
 def run_group(group: str, seeds: list[int], data_dir: str | None) -> None:
-    from gr_jax.loop import run
+    from gr_jax.sweep import run_point
 
     for seed in seeds:
         name = f"{group}-s{seed}"
-        out, saved = RUNS / name, RESULTS / f"{name}.json"
-        if (out / "results.json").exists():
-            print(f"{name}: complete", file=sys.stderr)
-        else:
-            cfg = GROUPS[group]()
-            cfg = preset("seed", **{**cfg.to_dict(), "seed": seed, "data_dir": data_dir})
-            resume = (out / "config.json").exists()
-            print(f"{name}: {'resuming' if resume else 'starting'}", file=sys.stderr)
-            run(cfg, out, resume=resume)
+        cfg = GROUPS[group]()
+        cfg = preset("seed", **{**cfg.to_dict(), "seed": seed, "data_dir": data_dir})
+        run_point(cfg, RUNS / name)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "results.json", saved)
+        shutil.copyfile(RUNS / name / "results.json", RESULTS / f"{name}.json")
 
 
 def load_results() -> dict[str, list[dict]]:

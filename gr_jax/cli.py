@@ -47,17 +47,47 @@ PARSERS = {
 }
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("config fields (override the preset)")
+def add_config_options(parser: argparse.ArgumentParser, grid: bool = False) -> None:
+    """One option per Config field; with `grid`, an option takes a list of values to sweep."""
+    title = "config fields (override the preset)"
+    if grid:
+        title += "; several values make a grid axis: 'A,B,C', or 'A|B' for list-valued fields"
+    group = parser.add_argument_group(title)
     for f in dataclasses.fields(Config):
+        parse = PARSERS[f.type]
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            type=PARSERS[f.type],
+            type=(lambda text, parse=parse, t=f.type: _grid(text, parse, t)) if grid else parse,
             default=None,
             metavar=f.type.split("[")[0].upper().replace(" | NONE", ""),
             help=f"default: {getattr(Config(), f.name)!r} (or the preset's)",
         )
+
+
+def _grid(text: str, parse, annotation: str) -> list:
+    sep = "|" if annotation.startswith("tuple") else ","
+    try:
+        return [parse(part) for part in text.split(sep)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: {e}") from None
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,3,5' -> [0, 3, 5]."""
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-"))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"seeds: expected 'A-B' or 'A,B,C', got {text!r}"
+        ) from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"seeds: need non-negative seeds, got {text!r}")
+    return seeds
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -97,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--compile-cache-dir", type=Path, default=DEFAULT_CACHE)
     add_config_options(run)
+    sw = sub.add_parser("sweep", help="a grid of runs x seeds, resumable, with a summary table")
+    sw.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)}")
+    sw.add_argument("--seeds", type=parse_seeds, default=[0], help="'0-4' or '0,1,2'")
+    sw.add_argument("--out", type=Path, required=True, help="sweep directory")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--no-compile-cache", action="store_true")
+    sw.add_argument("--compile-cache-dir", type=Path, default=DEFAULT_CACHE)
+    add_config_options(sw, grid=True)
     return parser
 
 
@@ -120,9 +158,46 @@ def _resume_hint(out: Path) -> str:
     )
 
 
+def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from gr_jax.data import DataError
+    from gr_jax.health import DivergenceError
+    from gr_jax.loop import RunDirError
+    from gr_jax.sweep import sweep
+
+    grid = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Config)
+        if getattr(args, f.name) is not None
+    }
+    if "seed" in grid:
+        parser.error("sweep: give seeds with --seeds, not --seed")
+    fixed = {k: v[0] for k, v in grid.items() if len(v) == 1}
+    axes = {k: v for k, v in grid.items() if len(v) > 1}
+    try:
+        base = preset(args.preset, **fixed)
+        for name, values in axes.items():
+            for v in values:
+                validate(dataclasses.replace(base, **{name: v}))
+    except (ConfigError, TypeError) as e:
+        parser.error(str(e))
+    if not args.no_compile_cache:
+        enable_compile_cache(args.compile_cache_dir)
+    try:
+        sweep(base, axes, args.seeds, args.out, bars=not args.no_progress)
+    except (ConfigError, DataError, RunDirError, DivergenceError) as e:
+        print(f"gr-jax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ngr-jax: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "sweep":
+        return sweep_main(parser, args)
     try:
         cfg = config_from_args(args)
     except (ConfigError, TypeError) as e:

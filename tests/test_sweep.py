@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from gr_jax import cli
+from gr_jax.config import preset
+from gr_jax.sweep import points
+
+TINY = [
+    "--preset", "quick", "--tasks", "0,1/2,3", "--gen-chunk", "64", "--solver-epochs", "1",
+    "--gan", "mlp", "--gen-epochs", "1", "--gan-batch", "32", "--no-progress",
+    "--no-compile-cache",
+]  # fmt: skip
+
+
+def test_grid_points_are_every_combination_with_every_seed():
+    pts = points(preset("seed"), {"n_gen": [1200, 12000], "gan": ["conv", "mlp"]}, [0, 1, 2])
+    assert len(pts) == 12 and len({name for name, _ in pts}) == 12
+    assert pts[0][0] == "n_gen=1200,gan=conv,seed=0"
+    assert {(c.n_gen, c.gan, c.seed) for _, c in pts} == {
+        (n, g, s) for n in (1200, 12000) for g in ("conv", "mlp") for s in (0, 1, 2)
+    }
+
+
+def test_sweep_runs_skips_and_summarizes(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", *TINY, "--n-gen", "64,128", "--seeds", "0-1", "--out", str(out)]
+    assert cli.main(argv) == 0
+    dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert (
+        dirs == [f"n_gen={n},seed={s}" for n in (128, 64) for s in (0, 1)][::-1] or len(dirs) == 4
+    )
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("n_gen,seeds,acc_mean") and len(rows) == 3
+    assert "| n_gen | seeds | ACC | BWT | FWT |" in (out / "summary.md").read_text()
+    first = json.loads((out / "n_gen=64,seed=1" / "results.json").read_text())
+    assert first["config"]["n_gen"] == 64 and first["config"]["seed"] == 1
+    # a second call finds every point complete and runs nothing
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().err.count("complete, skipped") == 4
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seed", "3"], "--seeds"),
+        (["--n-gen", "5,-1"], "n_gen must be >= 0"),
+        (["--seeds", "x"], "seeds"),
+    ],
+)
+def test_sweep_rejects_bad_input(extra, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sweep", *TINY, "--out", str(tmp_path), *extra])
+    assert e.value.code == 2 and message in capsys.readouterr().err
