@@ -143,6 +143,48 @@ def write_figures(groups: dict[str, list[dict]], rows: list[dict]) -> None:
             plt.close(fig)
 
 
+def write_cost_figures(groups: dict[str, list[dict]]) -> None:
+    """Memory vs tasks (generative replay's models vs a buffer of real data) and wall time per
+    task and phase for each generative-replay group."""
+    import matplotlib.pyplot as plt
+
+    gen = [g for g in groups if g.startswith("gr-")]
+    if not gen:
+        return
+    r = groups[gen[0]][0]
+    mem = r["memory"]
+    tasks = np.arange(1, len(r["r_test"]) + 1)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    models = (mem["solver_param_bytes"] + mem["generator_param_bytes"]) / 1e6
+    ax.plot(tasks, [models] * len(tasks), "o-", label="solver + generator parameters")
+    ax.plot(tasks, np.array(mem["real_data_bytes_float32_after_task"]) / 1e6, "s-",
+            label="real data seen, float32")  # fmt: skip
+    ax.plot(tasks, np.array(mem["real_data_bytes_uint8_after_task"]) / 1e6, "^-",
+            label="real data seen, uint8")  # fmt: skip
+    ax.set(xlabel="tasks learned", ylabel="MB", title="memory needed for replay")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "memory.png", dpi=110)
+    plt.close(fig)
+
+    phases = ("generate", "solver", "evaluate", "gan", "checkpoint")
+    fig, axes = plt.subplots(1, len(gen), figsize=(3.6 * len(gen), 3), squeeze=False)
+    for ax, g in zip(axes[0], gen):
+        times = np.array(
+            [[[t.get(p, 0.0) for p in phases] for t in run["timings"]] for run in groups[g]]
+        )
+        mean = times.mean(0)
+        bottom = np.zeros(len(mean))
+        for i, p in enumerate(phases):
+            ax.bar(tasks, mean[:, i], bottom=bottom, label=p)
+            bottom += mean[:, i]
+        ax.set(xlabel="task", ylabel="seconds", title=f"{g}: time per task")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "time-per-task.png", dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,6 +206,7 @@ def main() -> None:
         rows = summarize(groups)
         write_tables(rows)
         write_figures(groups, rows)
+        write_cost_figures(groups)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out", type=Path, default=None, help="run directory (default runs/PRESET-TIME)"
     )
+    run.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=None,
+        help="'0-7' or '0,3,5': all these seeds in one vmapped program (instead of --seed)",
+    )
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -144,6 +150,24 @@ def enable_compile_cache(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def _run_seeds(cfg: Config, seeds: list[int], out: Path, args: argparse.Namespace) -> int:
+    from gr_jax import multiseed
+    from gr_jax.metrics import format_matrix
+
+    every = multiseed.run(
+        cfg, seeds, out, resume=args.resume, overwrite=args.overwrite, bars=not args.no_progress
+    )
+    s = multiseed.summary(every)
+    print(format_matrix(s["r_test"]["mean"], f"test accuracy R, mean over seeds {seeds}"))
+    stats = (
+        f"{m.upper()} {s[f'test_{m}']['mean']:+.4f} ± {s[f'test_{m}']['std']:.4f}"
+        for m in ("acc", "bwt", "fwt")
+    )
+    print("  ".join(stats) + "  (test split)")
+    print(f"results: {out}/seed=*/results.json and {out / 'summary.json'}")
+    return 0
 
 
 def _resume_hint(out: Path) -> str:
@@ -212,7 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR")
     out = args.out or Path("runs") / f"{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    seeds = args.seeds
+    if seeds is None and args.resume and (out / "seeds.json").exists():
+        seeds = json.loads((out / "seeds.json").read_text())
+    if seeds is not None and args.seed is not None:
+        parser.error("give either --seed or --seeds")
     try:
+        if seeds is not None:
+            return _run_seeds(cfg, seeds, out, args)
         results = run(
             cfg, out, resume=args.resume, overwrite=args.overwrite, bars=not args.no_progress
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class DivergenceError(FloatingPointError):
@@ -28,8 +29,16 @@ def all_finite(tree) -> jnp.ndarray:
 
 
 def check(metrics: dict, where: str) -> None:
-    """Raise DivergenceError naming `where` (task, phase, epoch) and the first bad step."""
-    bad = int(metrics["first_bad_step"])
-    if bad != NO_BAD_STEP or not bool(metrics["params_finite"]):
-        step = f"step {bad + 1} of the epoch" if bad != NO_BAD_STEP else "the end of the epoch"
-        raise DivergenceError(f"{where}: loss or parameters became NaN/Inf at {step}")
+    """Raise DivergenceError naming `where` (task, phase, epoch) and the first bad step.
+
+    With a leading seed axis (many seeds in one program) it also names the seeds that diverged.
+    """
+    bad = np.atleast_1d(np.asarray(metrics["first_bad_step"]))
+    finite = np.atleast_1d(np.asarray(metrics["params_finite"]))
+    failed = np.flatnonzero((bad != NO_BAD_STEP) | ~finite)
+    if failed.size == 0:
+        return
+    i = failed[0]
+    step = f"step {bad[i] + 1} of the epoch" if bad[i] != NO_BAD_STEP else "the end of the epoch"
+    seeds = f" (seed index {', '.join(map(str, failed))})" if bad.size > 1 else ""
+    raise DivergenceError(f"{where}{seeds}: loss or parameters became NaN/Inf at {step}")

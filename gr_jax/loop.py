@@ -103,7 +103,11 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
 
 
 def init_state(cfg: Config) -> RunState:
-    key = jax.random.PRNGKey(cfg.seed)
+    return state_from_key(cfg, jax.random.PRNGKey(cfg.seed))
+
+
+def state_from_key(cfg: Config, key: jax.Array) -> RunState:
+    """The initial state of a run whose root PRNG key is `key` (pure: vmappable over keys)."""
     key, k_solver, k_gan = jax.random.split(key, 3)
     return RunState(
         solver=solver.create_solver_state(k_solver, cfg.solver_hidden, cfg.solver_lr),

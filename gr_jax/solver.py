@@ -11,6 +11,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
@@ -98,16 +99,37 @@ def predict(state: TrainState, images: jnp.ndarray) -> jnp.ndarray:
 
 
 @partial(jax.jit, static_argnames="num_tasks")
-def task_accuracies(
+def task_hits(
     state: TrainState,
     images: jnp.ndarray,
     labels: jnp.ndarray,
     task_of_class: jnp.ndarray,
     num_tasks: int,
 ) -> jnp.ndarray:
-    """Accuracy (10-way, class-incremental) on each task's examples: a (num_tasks,) vector."""
-    correct = (predict(state, images) == labels).astype(jnp.float32)
+    """Integer counts (2, num_tasks): correct 10-way predictions and examples, per task.
+
+    Counts are exact whatever the summation order (batched over seeds or not), so accuracies
+    computed from them are identical wherever the predictions are.
+    """
+    correct = (predict(state, images) == labels).astype(jnp.int32)
     task = task_of_class[labels]
     hits = jax.ops.segment_sum(correct, task, num_tasks)
     counts = jax.ops.segment_sum(jnp.ones_like(correct), task, num_tasks)
-    return hits / jnp.maximum(counts, 1.0)
+    return jnp.stack([hits, counts])
+
+
+def accuracies(hits: jnp.ndarray) -> np.ndarray:
+    """Accuracy per task (float64, on the host) from `task_hits` counts (..., 2, num_tasks)."""
+    h = np.asarray(hits, np.float64)
+    return h[..., 0, :] / np.maximum(h[..., 1, :], 1.0)
+
+
+def task_accuracies(
+    state: TrainState,
+    images: jnp.ndarray,
+    labels: jnp.ndarray,
+    task_of_class: jnp.ndarray,
+    num_tasks: int,
+) -> np.ndarray:
+    """Accuracy (10-way, class-incremental) on each task's examples: a (num_tasks,) vector."""
+    return accuracies(task_hits(state, images, labels, task_of_class, num_tasks))

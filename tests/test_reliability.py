@@ -64,6 +64,16 @@ def reference(tmp_path_factory):
     return root / "run", cache
 
 
+def test_two_processes_same_config_bitwise_identical(reference, tmp_path):
+    ref, cache = reference
+    again = gr_jax(tmp_path / "run", *TINY, cache=cache)
+    assert again.returncode == 0, again.stderr
+    same_results(ref, tmp_path / "run")
+    env = json.loads((tmp_path / "run" / "results.json").read_text())["environment"]
+    assert env["cpu_cores"] >= 1 and env["device_kind"] and env["packages"]["jax"]
+    assert "xla_flags" in env and "git_commit" in env
+
+
 KILL_POINTS = ["2:solver", "1:checkpoint"]
 SLOW_KILL_POINTS = ["1:generate", "1:solver", "1:gan", "2:generate", "2:gan"]
 

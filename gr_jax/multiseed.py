@@ -1,0 +1,271 @@
+"""Many seeds in one program: the task loop's states carry a leading seed axis and every step
+(solver epoch, GAN step, generation, evaluation) is `jax.vmap`-ped over it.
+
+Each seed's keys are derived exactly as in a single-seed run (`PRNGKey(seed)`, the same splits),
+so seed s of a multi-seed run is the single-seed run with seed s, up to floating-point rounding
+of batched kernels (see `tests/test_multiseed.py` for the tolerance). On accelerators this runs
+K seeds for much less than K times the cost; on a 2-core CPU it is about as fast as K runs in
+sequence (the CPU is compute-bound), and its value there is one program and one command.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from gr_jax import checkpoints, gan, health, loop, replay, solver
+from gr_jax.config import Config, ConfigError, validate
+from gr_jax.loop import GAN_CURVES, RunState, TaskData
+
+
+@dataclass(frozen=True)
+class Programs:
+    """The jitted, seed-vmapped functions of one config (compiled once, reused every task)."""
+
+    solver_epoch: Callable
+    hits: Callable
+    gan_step: Callable
+    permutations: Callable
+    new_gans: Callable
+    generate: Callable
+    mix: Callable
+    all_finite: Callable
+    split: Callable
+    fold_in: Callable
+
+
+@functools.cache
+def programs(cfg: Config, capacity: int) -> Programs:
+    return Programs(
+        solver_epoch=jax.jit(
+            jax.vmap(
+                functools.partial(solver.train_epoch, batch_size=cfg.solver_batch),
+                in_axes=(0, 0, 0, None, 0),
+            )
+        ),
+        hits=jax.jit(
+            jax.vmap(
+                functools.partial(solver.task_hits, num_tasks=cfg.num_tasks),
+                in_axes=(0, None, None, None),
+            )
+        ),
+        gan_step=jax.jit(jax.vmap(functools.partial(gan.gan_step_at, batch_size=cfg.gan_batch))),
+        permutations=jax.jit(
+            jax.vmap(lambda k, n: solver.valid_permutation(k, n, capacity), in_axes=(0, None))
+        ),
+        new_gans=jax.jit(jax.vmap(functools.partial(loop.new_gan, cfg))),
+        generate=jax.jit(
+            jax.vmap(
+                lambda g, s, k: replay.generate_replay(
+                    g, s, k, cfg.n_gen, cfg.latent_dim, cfg.gen_chunk
+                )
+            )
+        ),
+        mix=jax.jit(jax.vmap(replay.mix, in_axes=(None, None, None, 0, 0))),
+        all_finite=jax.jit(jax.vmap(health.all_finite)),
+        split=jax.jit(jax.vmap(lambda k: jax.random.split(k, 4))),
+        fold_in=jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None))),
+    )
+
+
+def init_states(cfg: Config, seeds: list[int]) -> RunState:
+    """Initial states of all seeds, stacked on a leading axis."""
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+    return jax.vmap(functools.partial(loop.state_from_key, cfg))(keys)
+
+
+def seed_slice(tree: Any, i: int) -> Any:
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _gan_epoch(p: Programs, g: gan.GANState, x, n: int, keys, batch: int, on_step):
+    pairs = jax.vmap(jax.random.split)(keys)  # as gan.train_epoch: perm key, step key
+    perm = p.permutations(pairs[:, 0], jnp.asarray(n))
+    step_keys = pairs[:, 1]
+    s = keys.shape[0]
+    cursor = (jnp.zeros((s,), jnp.int32), jnp.full((s,), health.NO_BAD_STEP, jnp.int32))
+    m: dict = {}
+    for _ in range(n // batch):
+        g, cursor, m = p.gan_step(g, x, perm, cursor, step_keys)
+        on_step()
+    params = (g.g.params, g.d.params)
+    return g, {**m, "first_bad_step": cursor[1], "params_finite": p.all_finite(params)}
+
+
+def run_task(
+    cfg: Config,
+    t: int,
+    state: RunState,
+    data: TaskData,
+    histories: list[dict],
+    bars: bool = False,
+) -> RunState:
+    """`loop.run_task` for all seeds at once (generative replay or fine-tuning)."""
+    cap = loop.capacity(cfg, data)
+    p = programs(cfg, cap)
+    seeds = len(histories)
+    keys = p.split(state.key)
+    key, k_replay, k_solver, k_gan = (keys[:, i] for i in range(4))
+    timings: dict[str, float] = {}
+
+    tick = time.perf_counter()
+    real_x, real_y = data.train[t]
+    x = jnp.asarray(replay.pad_to(real_x, cap))
+    y = jnp.asarray(replay.pad_to(real_y, cap))
+    n = len(real_y)
+    counts = np.zeros((seeds, cfg.num_classes), int)
+    if cfg.replay == "generative" and t > 0 and cfg.n_gen > 0:
+        gen_x, gen_y = p.generate(state.gan.g, state.solver, k_replay)
+        xs, ys = p.mix(x, y, jnp.asarray(n), gen_x, gen_y)
+        n += cfg.n_gen
+        counts = np.stack(
+            [np.bincount(row, minlength=cfg.num_classes) for row in np.asarray(gen_y)]
+        )
+    else:
+        xs = jnp.broadcast_to(x, (seeds, *x.shape))
+        ys = jnp.broadcast_to(y, (seeds, *y.shape))
+    for h, c in zip(histories, counts):
+        h["replay_class_counts"].append(c.tolist())
+    jax.block_until_ready(xs)
+    timings["generate"] = time.perf_counter() - tick
+
+    tick, eval_time = time.perf_counter(), 0.0
+    s = state.solver
+    for e in tqdm(
+        range(cfg.solver_epochs), desc=f"task {t + 1} solver", leave=False, disable=not bars
+    ):
+        s, m = p.solver_epoch(s, xs, ys, jnp.asarray(n), p.fold_in(k_solver, e))
+        jax.block_until_ready(s)
+        tock = time.perf_counter()
+        health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
+        val = solver.accuracies(p.hits(s, data.val_x, data.val_y, data.task_of_class))
+        for i, h in enumerate(histories):
+            h["solver_curves"].append(
+                {
+                    "task": t,
+                    "epoch": e,
+                    "loss": float(m["loss"][i]),
+                    "train_accuracy": float(m["accuracy"][i]),
+                    "val_accuracy": val[i].tolist(),
+                }
+            )
+        eval_time += time.perf_counter() - tock
+    timings["solver"] = time.perf_counter() - tick - eval_time
+
+    tick = time.perf_counter()
+    val = solver.accuracies(p.hits(s, data.val_x, data.val_y, data.task_of_class))
+    test = solver.accuracies(p.hits(s, data.test_x, data.test_y, data.task_of_class))
+    for i, h in enumerate(histories):
+        h["r_val"].append(val[i].tolist())
+        h["r_test"].append(test[i].tolist())
+    timings["evaluate"] = time.perf_counter() - tick + eval_time
+
+    tick = time.perf_counter()
+    g = state.gan
+    if cfg.replay == "generative":
+        pairs = jax.vmap(jax.random.split)(k_gan)  # as loop.gan_phase: init key, train key
+        g = p.new_gans(pairs[:, 0])
+        train_keys = pairs[:, 1]
+        epochs = cfg.gen_epochs_for(t)
+        total = epochs * (n // cfg.gan_batch)
+        with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
+            for e in range(epochs):
+                g, m = _gan_epoch(p, g, xs, n, p.fold_in(train_keys, e), cfg.gan_batch, bar.update)
+                health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
+                for i, h in enumerate(histories):
+                    h["gan_curves"].append(
+                        {"task": t, "epoch": e, **{k: float(m[k][i]) for k in GAN_CURVES}}
+                    )
+        jax.block_until_ready(g)
+    timings["gan"] = time.perf_counter() - tick
+
+    for h in histories:
+        h["timings"].append(dict(timings))
+        h["tasks_done"] = t + 1
+    return RunState(solver=s, gan=g, key=key)
+
+
+def run(
+    cfg: Config,
+    seeds: list[int],
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    bars: bool = True,
+) -> list[dict[str, Any]]:
+    """All `seeds` of `cfg` in one program; with `out`, a checkpoint after every task, one
+    `seed=S/results.json` per seed and `summary.json` (mean and std over seeds)."""
+    cfg = validate(replace(cfg, seed=seeds[0]))
+    if cfg.replay not in ("generative", "none"):
+        raise ConfigError(
+            "--seeds runs generative replay or fine-tuning; use a sweep for baselines"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: repeated seeds in {seeds}")
+    started = time.perf_counter()
+    out = Path(out) if out is not None else None
+    if out is not None:
+        loop.prepare_run_dir(cfg, out, resume, overwrite)
+        seeds_file = out / "seeds.json"
+        if resume and seeds_file.exists() and json.loads(seeds_file.read_text()) != seeds:
+            raise loop.RunDirError(
+                f"--resume: {out} was run with seeds {json.loads(seeds_file.read_text())}, "
+                f"not {seeds}"
+            )
+        seeds_file.write_text(json.dumps(seeds))
+    data = loop.prepare_data(cfg)
+    state = init_states(cfg, seeds)
+    p = programs(cfg, loop.capacity(cfg, data))
+    b_val = solver.accuracies(p.hits(state.solver, data.val_x, data.val_y, data.task_of_class))
+    b_test = solver.accuracies(p.hits(state.solver, data.test_x, data.test_y, data.task_of_class))
+    histories = [
+        loop.empty_history(cfg, b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))
+    ]
+    mngr = checkpoints.manager(out) if out is not None else None
+    if mngr is not None and resume and checkpoints.latest(mngr) is not None:
+        done = checkpoints.latest(mngr)
+        state, meta = checkpoints.restore(mngr, done, state)
+        histories = meta["histories"]
+        tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
+    for t in tqdm(range(histories[0]["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
+        state = run_task(cfg, t, state, data, histories, bars)
+        if mngr is not None:
+            tick = time.perf_counter()
+            checkpoints.save(mngr, t + 1, state, {"histories": histories})
+            for h in histories:
+                h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
+
+    wall = time.perf_counter() - started
+    results = [
+        loop.make_results(replace(cfg, seed=s), seed_slice(state, i), histories[i], data, wall)
+        for i, s in enumerate(seeds)
+    ]
+    if out is not None:
+        for s, r in zip(seeds, results):
+            (out / f"seed={s}").mkdir(exist_ok=True)
+            (out / f"seed={s}" / "results.json").write_text(json.dumps(r, indent=1))
+        (out / "summary.json").write_text(json.dumps(summary(results), indent=1))
+    return results
+
+
+def summary(results: list[dict]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of ACC, BWT, FWT and every accuracy-matrix entry."""
+    out: dict[str, Any] = {"seeds": [r["config"]["seed"] for r in results]}
+    for split in ("test", "val"):
+        for m in ("acc", "bwt", "fwt"):
+            v = np.array([r[split][m] for r in results])
+            out[f"{split}_{m}"] = {"mean": float(v.mean()), "std": float(v.std())}
+        r_all = np.array([r[f"r_{split}"] for r in results])
+        out[f"r_{split}"] = {"mean": r_all.mean(0).tolist(), "std": r_all.std(0).tolist()}
+    return out

@@ -1,0 +1,63 @@
+"""Seeds in one program equal the single-seed runs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gr_jax import cli, loop, multiseed
+from gr_jax.config import ConfigError
+
+from .conftest import tiny_config
+
+
+@pytest.mark.parametrize("gan", ["mlp", "conv"])
+def test_each_seed_equals_its_single_seed_run(gan):
+    cfg = tiny_config(gan=gan)
+    multi = multiseed.run(cfg, [0, 1], None, bars=False)
+    for i, seed in enumerate([0, 1]):
+        single = loop.run(tiny_config(gan=gan, seed=seed), None, bars=False)
+        m = multi[i]
+        assert m["config"]["seed"] == seed
+        # accuracies are ratios of integer counts: the same predictions give the same matrix
+        assert m["b_test"] == single["b_test"]
+        assert m["r_test"] == single["r_test"] and m["r_val"] == single["r_val"]
+        assert m["replay_class_counts"] == single["replay_class_counts"]
+        # losses agree to float32 rounding of batched kernels
+        for a, b in zip(m["solver_curves"], single["solver_curves"], strict=True):
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+        for a, b in zip(m["gan_curves"], single["gan_curves"], strict=True):
+            assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4, abs=1e-5)
+    assert (
+        multi[0]["r_test"] != multi[1]["r_test"]
+        or multi[0]["solver_curves"] != multi[1]["solver_curves"]
+    )
+
+
+def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
+    out = tmp_path / "multi"
+    argv = [
+        "run", "--preset", "quick", "--tasks", "0,1/2,3", "--n-gen", "64", "--gen-chunk", "64",
+        "--solver-epochs", "1", "--gan", "mlp", "--gen-epochs", "1", "--gan-batch", "32",
+        "--seeds", "3-5", "--out", str(out), "--no-progress", "--no-compile-cache",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [3, 4, 5]
+    accs = [
+        json.loads((out / f"seed={s}" / "results.json").read_text())["test"]["acc"]
+        for s in (3, 4, 5)
+    ]
+    assert summary["test_acc"]["mean"] == pytest.approx(np.mean(accs))
+    assert summary["test_acc"]["std"] == pytest.approx(np.std(accs))
+    assert np.array(summary["r_test"]["mean"]).shape == (2, 2)
+    # resuming a finished multi-seed run with other seeds is refused
+    assert (
+        cli.main(argv[:-6] + ["--seeds", "3-4", "--resume", "--out", str(out), "--no-progress"])
+        == 2
+    )
+
+
+def test_baselines_are_refused():
+    with pytest.raises(ConfigError, match="sweep"):
+        multiseed.run(tiny_config(replay="joint"), [0, 1], None, bars=False)
