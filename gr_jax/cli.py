@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="'0-7' or '0,3,5': all these seeds in one vmapped program (instead of --seed)",
     )
+    run.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host: same command on every host)",
+    )
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -231,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     from gr_jax.loop import RunDirError, run
     from gr_jax.metrics import format_matrix
 
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()
     if not args.no_compile_cache:
         enable_compile_cache(args.compile_cache_dir)
     if args.resume and args.out is None:

@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from gr_jax import checkpoints, gan, health, loop, replay, solver
@@ -83,6 +84,29 @@ def init_states(cfg: Config, seeds: list[int]) -> RunState:
     """Initial states of all seeds, stacked on a leading axis."""
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     return jax.vmap(functools.partial(loop.state_from_key, cfg))(keys)
+
+
+def seed_mesh() -> Mesh | None:
+    """A 1-D mesh over all devices (every host's, after `jax.distributed.initialize()`), or
+    None on a single device."""
+    if jax.device_count() == 1:
+        return None
+    return Mesh(np.array(jax.devices()), ("seeds",))
+
+
+def shard_seeds(tree: Any) -> Any:
+    """Place the leading (seed) axis of every leaf across the devices; no-op on one device.
+
+    The jitted, vmapped programs then run each device's seeds where they live (seeds are
+    independent: no communication). The number of seeds must be a multiple of the devices.
+    """
+    mesh = seed_mesh()
+    if mesh is None:
+        return tree
+    n = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    if n % mesh.size:
+        raise ConfigError(f"{n} seeds cannot be split evenly over {mesh.size} devices")
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("seeds")))
 
 
 def seed_slice(tree: Any, i: int) -> Any:
@@ -225,7 +249,7 @@ def run(
             )
         seeds_file.write_text(json.dumps(seeds))
     data = loop.prepare_data(cfg)
-    state = init_states(cfg, seeds)
+    state = shard_seeds(init_states(cfg, seeds))
     p = programs(cfg, loop.capacity(cfg, data))
     b_val = solver.accuracies(p.hits(state.solver, data.val_x, data.val_y, data.task_of_class))
     b_test = solver.accuracies(p.hits(state.solver, data.test_x, data.test_y, data.task_of_class))
@@ -236,6 +260,7 @@ def run(
     if mngr is not None and resume and checkpoints.latest(mngr) is not None:
         done = checkpoints.latest(mngr)
         state, meta = checkpoints.restore(mngr, done, state)
+        state = shard_seeds(state)
         histories = meta["histories"]
         tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
     for t in tqdm(range(histories[0]["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
@@ -251,7 +276,7 @@ def run(
         loop.make_results(replace(cfg, seed=s), seed_slice(state, i), histories[i], data, wall)
         for i, s in enumerate(seeds)
     ]
-    if out is not None:
+    if out is not None and jax.process_index() == 0:  # one writer on multi-host runs
         for s, r in zip(seeds, results):
             (out / f"seed={s}").mkdir(exist_ok=True)
             (out / f"seed={s}" / "results.json").write_text(json.dumps(r, indent=1))
