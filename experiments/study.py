@@ -7,7 +7,7 @@
 `run` skips runs that are complete, resumes those that are not (from their last per-task
 checkpoint), and copies each finished run's `results.json` to `experiments/results/`, the small
 files that are committed. `report` reads only those files and writes `experiments/results/
-summary.{json,csv,md}` and the figures in `docs/figures/`.
+summary.{json,csv,md}`, the main table of `docs/results.md` and the figures in `docs/figures/`.
 """
 
 from __future__ import annotations
@@ -114,7 +114,22 @@ def write_tables(rows: list[dict]) -> None:
             f"| {r['minutes_mean']:.1f} |"
         )
     (RESULTS / "summary.md").write_text("\n".join(md) + "\n")
+    fill_results_doc("\n".join(md))
     print("\n".join(md))
+
+
+def fill_results_doc(rows_md: str) -> None:
+    """Put the summary rows into docs/results.md's main table (between its header and the
+    first blank line after it)."""
+    doc = ROOT / "docs" / "results.md"
+    if not doc.exists():
+        return
+    text = doc.read_text()
+    head = "| method | seeds | ACC | BWT | FWT | minutes/run |\n|---|---|---|---|---|---|\n"
+    start = text.index(head) + len(head)
+    end = text.index("\n\n", start)
+    rows = "\n".join(rows_md.splitlines()[2:])
+    doc.write_text(text[:start] + rows + text[end:])
 
 
 def write_figures(groups: dict[str, list[dict]], rows: list[dict]) -> None:
