@@ -52,6 +52,7 @@ def jax_gan_epoch(kind: str, batch: int, steps: int):
     cfg = PRESETS["seed"]
     n = batch * steps
     x = jax.random.uniform(jax.random.PRNGKey(0), (n, 28, 28, 1)) * 2 - 1
+    labels = jnp.zeros((n,), jnp.int32)
     box = [
         gan.create_gan_state(
             jax.random.PRNGKey(2),
@@ -65,7 +66,7 @@ def jax_gan_epoch(kind: str, batch: int, steps: int):
     ]
 
     def epoch():
-        box[0], _ = gan.train_epoch(box[0], x, n, jax.random.PRNGKey(3), batch)
+        box[0], _ = gan.train_epoch(box[0], x, labels, n, jax.random.PRNGKey(3), batch)
         jax.block_until_ready(box[0])
 
     return epoch

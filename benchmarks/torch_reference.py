@@ -182,6 +182,7 @@ def load_gan(g: nn.Module, d: nn.Module, g_params, d_params) -> None:
 def check_equivalence(width: int = 48, batch: int = 64) -> list[dict]:
     """Same initial weights, same batch, same latents: compare counts, losses, updated params."""
     import jax
+    import jax.numpy as jnp
 
     from gr_jax import gan as jgan
     from gr_jax import solver as jsolver
@@ -196,7 +197,7 @@ def check_equivalence(width: int = 48, batch: int = 64) -> list[dict]:
         load_gan(tg.g, tg.d, js.g.params, js.d.params)
         step_key = jax.random.PRNGKey(1)
         z = jax.random.normal(step_key, (batch, 100))
-        js2, m = jgan.gan_step(js, real, step_key)
+        js2, m = jgan.gan_step(js, real, jnp.zeros((real.shape[0],), jnp.int32), step_key)
         tm = tg.step(real_t, _t(z))
         n_jax = sum(x.size for x in jax.tree_util.tree_leaves((js.g.params, js.d.params)))
         n_torch = sum(p.numel() for p in (*tg.g.parameters(), *tg.d.parameters()))

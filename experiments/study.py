@@ -97,15 +97,17 @@ def summarize(groups: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-def write_tables(rows: list[dict]) -> None:
-    (RESULTS / "summary.json").write_text(json.dumps(rows, indent=1))
+def write_tables(rows: list[dict], results: Path = RESULTS) -> str:
+    """summary.{json,csv,md} in `results`; returns the Markdown table."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "summary.json").write_text(json.dumps(rows, indent=1))
     head = "group,seeds,acc_mean,acc_std,bwt_mean,bwt_std,fwt_mean,fwt_std,minutes_mean\n"
     lines = [
         f"{r['group']},{len(r['seeds'])},{r['acc_mean']:.4f},{r['acc_std']:.4f},{r['bwt_mean']:.4f},"
         f"{r['bwt_std']:.4f},{r['fwt_mean']:.4f},{r['fwt_std']:.4f},{r['minutes_mean']:.1f}"
         for r in rows
     ]
-    (RESULTS / "summary.csv").write_text(head + "\n".join(lines) + "\n")
+    (results / "summary.csv").write_text(head + "\n".join(lines) + "\n")
     md = ["| group | seeds | ACC | BWT | FWT | minutes/run |", "|---|---|---|---|---|---|"]
     for r in rows:
         md.append(
@@ -113,9 +115,10 @@ def write_tables(rows: list[dict]) -> None:
             f"{r['bwt_mean']:+.3f} ± {r['bwt_std']:.3f} | {r['fwt_mean']:+.3f} ± {r['fwt_std']:.3f} "
             f"| {r['minutes_mean']:.1f} |"
         )
-    (RESULTS / "summary.md").write_text("\n".join(md) + "\n")
-    fill_results_doc("\n".join(md))
-    print("\n".join(md))
+    text = "\n".join(md)
+    (results / "summary.md").write_text(text + "\n")
+    print(text)
+    return text
 
 
 def fill_results_doc(rows_md: str) -> None:
@@ -132,12 +135,13 @@ def fill_results_doc(rows_md: str) -> None:
     doc.write_text(text[:start] + rows + text[end:])
 
 
-def write_figures(groups: dict[str, list[dict]], rows: list[dict]) -> None:
+def write_figures(groups: dict[str, list[dict]], rows: list[dict], figures: Path = FIGURES) -> None:
+    """For each row: accuracy matrix + validation curves, and the replay's class histograms."""
     import matplotlib.pyplot as plt
 
     from gr_jax import plots
 
-    FIGURES.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
     for row in rows:
         runs = groups[row["group"]]
         fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 2]})
@@ -146,7 +150,7 @@ def write_figures(groups: dict[str, list[dict]], rows: list[dict]) -> None:
             runs[0], ax=axes[1], title=f"{row['group']}, seed {runs[0]['config']['seed']}"
         )
         fig.tight_layout()
-        fig.savefig(FIGURES / f"{row['group']}.png", dpi=110)
+        fig.savefig(figures / f"{row['group']}.png", dpi=110)
         plt.close(fig)
         counts = runs[0]["replay_class_counts"]
         if any(sum(c) for c in counts):
@@ -154,7 +158,7 @@ def write_figures(groups: dict[str, list[dict]], rows: list[dict]) -> None:
             for t, ax in enumerate(np.atleast_1d(axes), start=1):
                 plots.replay_histogram(counts[t], ax=ax, title=f"replay before task {t + 1}")
             fig.tight_layout()
-            fig.savefig(FIGURES / f"{row['group']}-replay.png", dpi=110)
+            fig.savefig(figures / f"{row['group']}-replay.png", dpi=110)
             plt.close(fig)
 
 
@@ -200,16 +204,21 @@ def write_cost_figures(groups: dict[str, list[dict]]) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str, groups: list[str]) -> argparse.Namespace:
+    """`list`, `run GROUP... --seeds --data-dir`, `report`: the experiment scripts' commands."""
+    p = argparse.ArgumentParser(description=description)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list")
     r = sub.add_parser("run")
-    r.add_argument("groups", nargs="+", choices=sorted(GROUPS))
+    r.add_argument("groups", nargs="+", choices=groups)
     r.add_argument("--seeds", default="0,1,2")
     r.add_argument("--data-dir", default=None)
     sub.add_parser("report")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], sorted(GROUPS))
     if args.command == "list":
         for g in GROUPS:
             print(g)
@@ -219,7 +228,7 @@ def main() -> None:
     else:
         groups = load_results()
         rows = summarize(groups)
-        write_tables(rows)
+        fill_results_doc(write_tables(rows))
         write_figures(groups, rows)
         write_cost_figures(groups)
 

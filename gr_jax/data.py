@@ -136,9 +136,19 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path:
         ) from e
 
 
+def _reachable(url: str, timeout: float = 3.0) -> None:
+    """Raise OSError fast if `url`'s host cannot be reached (TFDS retries for minutes)."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    socket.create_connection((host, 443), timeout=timeout).close()
+
+
 def _download(name: str) -> Path:
     from tensorflow_datasets.core.download import DownloadManager
 
+    _reachable(URLS[name])
     target = Path("~/tensorflow_datasets/downloads").expanduser()
     dm = DownloadManager(download_dir=str(target))
     paths = dm.download({k: URLS[name] + f for k, f in FILES.items()})

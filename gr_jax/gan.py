@@ -1,8 +1,10 @@
 """The GAN's pure train step (discriminator + generator update) and sampling.
 
-Non-saturating GAN loss, Adam. One step draws one batch of latents, updates the
+Non-saturating GAN loss (or hinge), Adam. One step draws one batch of latents, updates the
 discriminator on real and generated images, then the generator through the *updated*
 discriminator, reusing the generator's forward pass (`jax.vjp`) instead of running it twice.
+A conditional GAN generates its fakes with the real batch's labels, so both halves of the
+discriminator's batch have the same class mix.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ class GANState(struct.PyTreeNode):
     d: TrainState
     latent_dim: int = struct.field(pytree_node=False, default=100)
     d_chunks: int = struct.field(pytree_node=False, default=1)
+    num_classes: int = struct.field(pytree_node=False, default=0)  # 0: unconditional
+    loss: str = struct.field(pytree_node=False, default="ns")
 
 
 @functools.cache
-def _gan_parts(kind: str, width: int, lr: float, beta1: float):
+def _gan_parts(kind: str, width: int, lr: float, beta1: float, num_classes: int = 0):
     """Modules and optimizer, made once per setting: they are static parts of the train states,
     so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
-    gen, disc = make_gan(kind, width)
+    gen, disc = make_gan(kind, width, num_classes)
     return gen, disc, optax.adam(lr, b1=beta1)
 
 
@@ -52,12 +56,15 @@ def create_gan_state(
     lr: float,
     beta1: float,
     d_chunks: int = 1,
+    num_classes: int = 0,
+    loss: str = "ns",
 ) -> GANState:
     """A freshly initialised GAN (the method resets the generator before every task)."""
-    gen, disc, tx = _gan_parts(kind, width, lr, beta1)
+    gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes)
     kg, kd = jax.random.split(key)
-    g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), train=False)
-    d_vars = disc.init(kd, jnp.zeros((1, 28, 28, 1)))
+    y0 = jnp.zeros((1,), jnp.int32)
+    g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), y0, train=False)
+    d_vars = disc.init(kd, jnp.zeros((1, 28, 28, 1)), y0)
     g = GenState.create(
         apply_fn=gen.apply,
         params=g_vars["params"],
@@ -65,7 +72,23 @@ def create_gan_state(
         batch_stats=g_vars.get("batch_stats", {}),
     )
     d = TrainState.create(apply_fn=disc.apply, params=d_vars["params"], tx=tx)
-    return GANState(g=g, d=d, latent_dim=latent_dim, d_chunks=d_chunks)
+    return GANState(
+        g=g, d=d, latent_dim=latent_dim, d_chunks=d_chunks, num_classes=num_classes, loss=loss
+    )
+
+
+def _d_losses(real_logits: jnp.ndarray, fake_logits: jnp.ndarray, kind: str) -> jnp.ndarray:
+    """Summed discriminator loss over a chunk: non-saturating ("ns") or hinge."""
+    if kind == "hinge":
+        return jax.nn.relu(1.0 - real_logits).sum() + jax.nn.relu(1.0 + fake_logits).sum()
+    return jax.nn.softplus(-real_logits).sum() + jax.nn.softplus(fake_logits).sum()
+
+
+def _g_losses(fake_logits: jnp.ndarray, kind: str) -> jnp.ndarray:
+    """Summed generator loss over a chunk."""
+    if kind == "hinge":
+        return -fake_logits.sum()
+    return jax.nn.softplus(-fake_logits).sum()
 
 
 def _sum_over_chunks(fn, chunks: int, *arrays: jnp.ndarray):
@@ -79,36 +102,50 @@ def _sum_over_chunks(fn, chunks: int, *arrays: jnp.ndarray):
     return jax.tree_util.tree_map(lambda *p: sum(p[1:], p[0]), *parts)
 
 
-def gan_step(state: GANState, real: jnp.ndarray, key: jax.Array) -> tuple[GANState, dict]:
-    """One discriminator and one generator update on a batch of real images."""
+def gan_step(
+    state: GANState, real: jnp.ndarray, labels: jnp.ndarray, key: jax.Array
+) -> tuple[GANState, dict]:
+    """One discriminator and one generator update on a batch of real images (and their labels,
+    used only by a conditional GAN)."""
     n = real.shape[0]
     z = jax.random.normal(key, (n, state.latent_dim))
+    y = labels if state.num_classes else None
 
     def generate_train(params):
         variables = {"params": params, "batch_stats": state.g.batch_stats}
-        return state.g.apply_fn(variables, z, train=True, mutable=["batch_stats"])
+        return state.g.apply_fn(variables, z, y, train=True, mutable=["batch_stats"])
 
     fake, g_vjp, g_updates = jax.vjp(generate_train, state.g.params, has_aux=True)
     fake_const = jax.lax.stop_gradient(fake)
+    ys = labels if state.num_classes else jnp.zeros((n,), jnp.int32)
 
-    def d_loss_part(params, real_part, fake_part):
-        real_logits = state.d.apply_fn({"params": params}, real_part)
-        fake_logits = state.d.apply_fn({"params": params}, fake_part)
-        loss = (jax.nn.softplus(-real_logits).sum() + jax.nn.softplus(fake_logits).sum()) / n
+    def d_loss_part(params, real_part, fake_part, y_part):
+        y_part = y_part if state.num_classes else None
+        real_logits = state.d.apply_fn({"params": params}, real_part, y_part)
+        fake_logits = state.d.apply_fn({"params": params}, fake_part, y_part)
+        loss = _d_losses(real_logits, fake_logits, state.loss) / n
         stats = (jax.nn.sigmoid(real_logits).sum() / n, jax.nn.sigmoid(fake_logits).sum() / n)
         return loss, stats
 
     d_value_and_grad = jax.value_and_grad(d_loss_part, has_aux=True)
     (d_loss, (d_real, d_fake_p)), d_grads = _sum_over_chunks(
-        lambda r, f: d_value_and_grad(state.d.params, r, f), state.d_chunks, real, fake_const
+        lambda r, f, yp: d_value_and_grad(state.d.params, r, f, yp),
+        state.d_chunks,
+        real,
+        fake_const,
+        ys,
     )
     d = state.d.apply_gradients(grads=d_grads)
 
-    def g_loss_part(images):
-        return jax.nn.softplus(-d.apply_fn({"params": d.params}, images)).sum() / n
+    def g_loss_part(images, y_part):
+        y_part = y_part if state.num_classes else None
+        return _g_losses(d.apply_fn({"params": d.params}, images, y_part), state.loss) / n
 
     g_value_and_grad = jax.value_and_grad(g_loss_part)
-    parts = [g_value_and_grad(f) for f in jnp.split(fake, state.d_chunks)]
+    parts = [
+        g_value_and_grad(f, yp)
+        for f, yp in zip(jnp.split(fake, state.d_chunks), jnp.split(ys, state.d_chunks))
+    ]
     g_loss = sum(p[0] for p in parts)
     (g_grads,) = g_vjp(jnp.concatenate([p[1] for p in parts]))
     g = state.g.apply_gradients(grads=g_grads, batch_stats=g_updates.get("batch_stats", {}))
@@ -120,6 +157,7 @@ def gan_step(state: GANState, real: jnp.ndarray, key: jax.Array) -> tuple[GANSta
 def gan_step_at(
     state: GANState,
     images: jnp.ndarray,
+    labels: jnp.ndarray,
     perm: jnp.ndarray,
     cursor: tuple[jnp.ndarray, jnp.ndarray],
     key: jax.Array,
@@ -132,7 +170,7 @@ def gan_step_at(
     """
     step, first_bad = cursor
     idx = jax.lax.dynamic_slice_in_dim(perm, step * batch_size, batch_size)
-    state, metrics = gan_step(state, images[idx], jax.random.fold_in(key, step))
+    state, metrics = gan_step(state, images[idx], labels[idx], jax.random.fold_in(key, step))
     first_bad = health.note_first_bad(first_bad, step, metrics["d_loss"], metrics["g_loss"])
     return state, (step + 1, first_bad), metrics
 
@@ -140,6 +178,7 @@ def gan_step_at(
 def train_epoch(
     state: GANState,
     images: jnp.ndarray,
+    labels: jnp.ndarray,
     n_valid: int,
     key: jax.Array,
     batch_size: int,
@@ -156,7 +195,9 @@ def train_epoch(
     cursor = (jnp.zeros((), jnp.int32), jnp.asarray(health.NO_BAD_STEP, jnp.int32))
     metrics: dict = {}
     for _ in range(n_valid // batch_size):
-        state, cursor, metrics = gan_step_at(state, images, perm, cursor, step_key, batch_size)
+        state, cursor, metrics = gan_step_at(
+            state, images, labels, perm, cursor, step_key, batch_size
+        )
         if on_step is not None:
             on_step()
     params = (state.g.params, state.d.params)
@@ -168,7 +209,19 @@ def train_epoch(
 
 
 @partial(jax.jit, static_argnames=("n", "latent_dim"))
-def sample(g: GenState, key: jax.Array, n: int, latent_dim: int) -> jnp.ndarray:
-    """`n` images from the generator in inference mode (BatchNorm running averages)."""
+def sample(
+    g: GenState, key: jax.Array, n: int, latent_dim: int, labels: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """`n` images from the generator in inference mode (BatchNorm running averages); a
+    conditional generator needs their `labels`."""
     z = jax.random.normal(key, (n, latent_dim))
-    return g.apply_fn({"params": g.params, "batch_stats": g.batch_stats}, z, train=False)
+    return g.apply_fn({"params": g.params, "batch_stats": g.batch_stats}, z, labels, train=False)
+
+
+def balanced_labels(
+    class_order: jnp.ndarray, n_seen: jnp.ndarray | int, start: int, n: int
+) -> jnp.ndarray:
+    """Labels `start` .. `start + n - 1` of the endless cycle over the first `n_seen` entries
+    of `class_order`: any `n_seen` consecutive draws hold every seen class once, so replay is
+    balanced. (`class_order` keeps a fixed length, so nothing recompiles as tasks go by.)"""
+    return class_order[(start + jnp.arange(n)) % n_seen]

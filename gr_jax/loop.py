@@ -70,6 +70,18 @@ class TaskData:
         return max(len(y) for _, y in self.train)
 
 
+@dataclass(frozen=True)
+class TrainSet:
+    """One task's training set in fixed-capacity device arrays: rows [0, n_real) are real,
+    [n_real, n) replay, the rest padding. `soft` holds distillation targets (or None)."""
+
+    x: jnp.ndarray
+    y: jnp.ndarray
+    n: int
+    n_real: int
+    soft: jnp.ndarray | None = None
+
+
 def prepare_data(cfg: Config) -> TaskData:
     """Load the dataset, split it into tasks, and check the config fits the data."""
     s = load_splits(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
@@ -98,8 +110,35 @@ def prepare_data(cfg: Config) -> TaskData:
 
 def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
     return gan.create_gan_state(
-        key, cfg.gan, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1, cfg.d_chunks
+        key,
+        cfg.gan,
+        cfg.gan_width,
+        cfg.latent_dim,
+        cfg.gan_lr,
+        cfg.gan_beta1,
+        cfg.d_chunks,
+        num_classes=cfg.num_classes if cfg.conditional else 0,
+        loss=cfg.gan_loss,
     )
+
+
+def class_order(cfg: Config) -> jnp.ndarray:
+    """All classes in task order: task t's replay draws from the first n_seen(t) of them."""
+    return jnp.asarray([c for classes in cfg.tasks for c in classes], jnp.int32)
+
+
+def n_seen(cfg: Config, t: int) -> int:
+    """Classes of the tasks before task t."""
+    return sum(len(classes) for classes in cfg.tasks[:t])
+
+
+def replay_share(cfg: Config, t: int) -> jnp.ndarray | None:
+    """The weight of replay in the solver's loss at task t (0-based); None: every example alike."""
+    if cfg.replay_weighting == "tasks":
+        return jnp.asarray(1.0 - 1.0 / (t + 1), jnp.float32)
+    if cfg.replay_weighting == "fixed":
+        return jnp.asarray(cfg.replay_share if t > 0 else 0.0, jnp.float32)
+    return None
 
 
 def init_state(cfg: Config) -> RunState:
@@ -148,11 +187,11 @@ def capacity(cfg: Config, data: TaskData) -> int:
 
 def replay_phase(
     cfg: Config, t: int, state: RunState, data: TaskData, key: jax.Array
-) -> tuple[jnp.ndarray, jnp.ndarray, int, list[int]]:
+) -> tuple[TrainSet, list[int]]:
     """Task t's training set: its real data plus, for t > 0, the replay (n_gen generated images
     labelled by the solver; or stored real images for the baselines).
 
-    Returns (images, labels, n, replay class counts); rows from n on are padding.
+    Returns the training set and the class counts of its replay.
     """
     real_x, real_y = data.train[t]
     counts = [0] * cfg.num_classes
@@ -165,24 +204,67 @@ def replay_phase(
     rows = capacity(cfg, data)
     x = jnp.asarray(replay.pad_to(real_x, rows))
     y = jnp.asarray(replay.pad_to(real_y, rows))
-    n = len(real_y)
+    n = n_real = len(real_y)
+    soft = None
+    if cfg.soft_targets > 0:
+        soft = jax.nn.one_hot(y, cfg.num_classes)
     if cfg.replay == "generative" and t > 0 and cfg.n_gen > 0:
-        gen_x, gen_y = replay.generate_replay(
-            state.gan.g, state.solver, key, cfg.n_gen, cfg.latent_dim, cfg.gen_chunk
+        gen_x, gen_y, gen_soft = replay.generate_replay(
+            state.gan.g,
+            state.solver,
+            key,
+            cfg.n_gen,
+            cfg.latent_dim,
+            cfg.gen_chunk,
+            class_order(cfg) if cfg.conditional else None,
+            n_seen(cfg, t),
+            cfg.soft_targets,
         )
         x, y = replay.mix(x, y, jnp.asarray(n), gen_x, gen_y)
+        if gen_soft is not None:
+            soft = replay.soft_rows(y, jnp.asarray(n), gen_soft, cfg.num_classes)
         n += cfg.n_gen
         counts = np.bincount(np.asarray(gen_y), minlength=cfg.num_classes).tolist()
-    return jax.block_until_ready(x), y, n, counts
+    return TrainSet(jax.block_until_ready(x), y, n, n_real, soft), counts
+
+
+def _solver_epoch(
+    cfg: Config, t: int, s: TrainState, train: TrainSet, previous: RunState, key: jax.Array
+) -> tuple[TrainState, dict]:
+    """One solver epoch on the mix, or, with fresh replay, on the real data plus replay drawn
+    in every step from the previous generator and labelled by the previous solver."""
+    share = replay_share(cfg, t)
+    temperature = cfg.soft_targets
+    if cfg.fresh_replay and t > 0:
+        conditional = cfg.conditional
+        return replay.fresh_epoch(
+            s,
+            previous.solver,
+            previous.gan.g,
+            train.x,
+            train.y,
+            train.n_real,
+            key,
+            cfg.solver_batch,
+            cfg.latent_dim,
+            class_order(cfg) if conditional else None,
+            n_seen(cfg, t),
+            share,
+            temperature,
+        )
+    rows = None
+    if train.soft is not None or share is not None:
+        rows = solver.ReplayRows(jnp.asarray(train.n_real), train.soft, share, temperature or 1.0)
+    return solver.train_epoch(
+        s, train.x, train.y, jnp.asarray(train.n), key, cfg.solver_batch, rows
+    )
 
 
 def solver_phase(
     cfg: Config,
     t: int,
-    s: TrainState,
-    x: jnp.ndarray,
-    y: jnp.ndarray,
-    n: int,
+    previous: RunState,
+    train: TrainSet,
     data: TaskData,
     key: jax.Array,
     history: dict,
@@ -192,12 +274,11 @@ def solver_phase(
 
     Returns the new state and the seconds spent on validation."""
     eval_time = 0.0
+    s = previous.solver
     for e in tqdm(
         range(cfg.solver_epochs), desc=f"task {t + 1} solver", leave=False, disable=not bars
     ):
-        s, m = solver.train_epoch(
-            s, x, y, jnp.asarray(n), jax.random.fold_in(key, e), cfg.solver_batch
-        )
+        s, m = _solver_epoch(cfg, t, s, train, previous, jax.random.fold_in(key, e))
         jax.block_until_ready(s)
         _fault_point(t, "solver")
         tick = time.perf_counter()
@@ -219,21 +300,29 @@ def solver_phase(
 def gan_phase(
     cfg: Config,
     t: int,
-    x: jnp.ndarray,
-    n: int,
+    previous: gan.GANState,
+    train: TrainSet,
     key: jax.Array,
     history: dict,
     bars: bool,
 ) -> gan.GANState:
-    """Reset the GAN, then train it from scratch on the mix."""
+    """Reset the GAN (or, with keep_generator, continue from the previous one), then train it
+    on the mix."""
     init_key, train_key = jax.random.split(key)
-    g = new_gan(cfg, init_key)
+    g = previous if cfg.keep_generator and t > 0 else new_gan(cfg, init_key)
     n_epochs = cfg.gen_epochs_for(t)
+    n = train.n
     total = n_epochs * (n // cfg.gan_batch)
     with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
         for e in range(n_epochs):
             g, m = gan.train_epoch(
-                g, x, n, jax.random.fold_in(train_key, e), cfg.gan_batch, on_step=bar.update
+                g,
+                train.x,
+                train.y,
+                n,
+                jax.random.fold_in(train_key, e),
+                cfg.gan_batch,
+                on_step=bar.update,
             )
             health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
             _fault_point(t, "gan")
@@ -262,12 +351,12 @@ def _run_phases(
 
     _fault_point(t, "generate")
     tick = time.perf_counter()
-    x, y, n, counts = replay_phase(cfg, t, state, data, k_replay)
+    train, counts = replay_phase(cfg, t, state, data, k_replay)
     history["replay_class_counts"].append(counts)
     timings["generate"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    s, eval_time = solver_phase(cfg, t, state.solver, x, y, n, data, k_solver, history, bars)
+    s, eval_time = solver_phase(cfg, t, state, train, data, k_solver, history, bars)
     timings["solver"] = time.perf_counter() - tick - eval_time
 
     tick = time.perf_counter()
@@ -277,7 +366,9 @@ def _run_phases(
     timings["evaluate"] = time.perf_counter() - tick + eval_time
 
     tick = time.perf_counter()
-    g = gan_phase(cfg, t, x, n, k_gan, history, bars) if cfg.replay == "generative" else state.gan
+    g = state.gan
+    if cfg.replay == "generative":
+        g = gan_phase(cfg, t, state.gan, train, k_gan, history, bars)
     timings["gan"] = time.perf_counter() - tick
 
     history["timings"].append(timings)

@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from gr_jax import checkpoints, gan, health, loop, replay, solver
-from gr_jax.config import Config, ConfigError, validate
+from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
 from gr_jax.loop import GAN_CURVES, RunState, TaskData
 
 
@@ -70,7 +70,7 @@ def programs(cfg: Config, capacity: int) -> Programs:
             jax.vmap(
                 lambda g, s, k: replay.generate_replay(
                     g, s, k, cfg.n_gen, cfg.latent_dim, cfg.gen_chunk
-                )
+                )[:2]
             )
         ),
         mix=jax.jit(jax.vmap(replay.mix, in_axes=(None, None, None, 0, 0))),
@@ -113,7 +113,7 @@ def seed_slice(tree: Any, i: int) -> Any:
     return jax.tree_util.tree_map(lambda a: a[i], tree)
 
 
-def _gan_epoch(p: Programs, g: gan.GANState, x, n: int, keys, batch: int, on_step):
+def _gan_epoch(p: Programs, g: gan.GANState, x, y, n: int, keys, batch: int, on_step):
     pairs = jax.vmap(jax.random.split)(keys)  # as gan.train_epoch: perm key, step key
     perm = p.permutations(pairs[:, 0], jnp.asarray(n))
     step_keys = pairs[:, 1]
@@ -121,7 +121,7 @@ def _gan_epoch(p: Programs, g: gan.GANState, x, n: int, keys, batch: int, on_ste
     cursor = (jnp.zeros((s,), jnp.int32), jnp.full((s,), health.NO_BAD_STEP, jnp.int32))
     m: dict = {}
     for _ in range(n // batch):
-        g, cursor, m = p.gan_step(g, x, perm, cursor, step_keys)
+        g, cursor, m = p.gan_step(g, x, y, perm, cursor, step_keys)
         on_step()
     params = (g.g.params, g.d.params)
     return g, {**m, "first_bad_step": cursor[1], "params_finite": p.all_finite(params)}
@@ -205,7 +205,9 @@ def run_task(
         total = epochs * (n // cfg.gan_batch)
         with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
             for e in range(epochs):
-                g, m = _gan_epoch(p, g, xs, n, p.fold_in(train_keys, e), cfg.gan_batch, bar.update)
+                g, m = _gan_epoch(
+                    p, g, xs, ys, n, p.fold_in(train_keys, e), cfg.gan_batch, bar.update
+                )
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
                 for i, h in enumerate(histories):
                     h["gan_curves"].append(
@@ -234,6 +236,12 @@ def run(
     if cfg.replay not in ("generative", "none"):
         raise ConfigError(
             "--seeds runs generative replay or fine-tuning; use a sweep for baselines"
+        )
+    beyond = {k: v for k, (v, _) in diff(cfg, replace(cfg, **BEYOND_OFF)).items()}
+    if beyond:
+        raise ConfigError(
+            f"--seeds runs the original method; run seeds of {', '.join(sorted(beyond))} "
+            f"one at a time (a sweep over --seeds does that)"
         )
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: repeated seeds in {seeds}")

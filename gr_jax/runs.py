@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from gr_jax import checkpoints, gan, solver
 from gr_jax.config import Config
-from gr_jax.loop import RunState, init_state
+from gr_jax.loop import RunState, class_order, init_state, n_seen
 
 
 def load_config(run_dir: str | Path) -> Config:
@@ -31,8 +31,14 @@ def task_states(run_dir: str | Path) -> dict[int, RunState]:
 
 
 def samples_with_labels(
-    state: RunState, cfg: Config, n: int = 64, seed: int = 0
+    state: RunState, cfg: Config, n: int = 64, seed: int = 0, tasks_done: int | None = None
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """`n` images from the state's generator and the state's solver's labels for them."""
-    images = gan.sample(state.gan.g, jax.random.PRNGKey(seed), n, cfg.latent_dim)
+    """`n` images from the state's generator and the state's solver's labels for them (a
+    conditional generator is asked in turn for every class of the first `tasks_done` tasks,
+    all tasks if None)."""
+    classes = None
+    if cfg.conditional:
+        k = n_seen(cfg, cfg.num_tasks if tasks_done is None else tasks_done)
+        classes = gan.balanced_labels(class_order(cfg), k, 0, n)
+    images = gan.sample(state.gan.g, jax.random.PRNGKey(seed), n, cfg.latent_dim, classes)
     return images, solver.predict(state.solver, images)

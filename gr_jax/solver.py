@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 from flax.training.train_state import TrainState
 
 from gr_jax import health
@@ -25,11 +26,51 @@ def create_solver_state(key: jax.Array, hidden: tuple[int, ...], lr: float) -> T
     return TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(lr))
 
 
-def apply_model(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
-    """Gradients of the mean cross-entropy, the loss and the accuracy on one batch."""
+class ReplayLoss(struct.PyTreeNode):
+    """How replayed examples enter the solver's loss (all optional; None: the method's plain
+    mean cross-entropy over hard labels).
+
+    soft: (B, C) teacher targets, distilled at `temperature` on replayed rows (x T^2, Hinton
+        et al. 2015, so gradients keep their scale);
+    is_replay: (B,) which rows are replay;
+    share: weight of the replay rows' mean loss against the current task's mean loss.
+    """
+
+    is_replay: jnp.ndarray
+    soft: jnp.ndarray | None = None
+    share: jnp.ndarray | None = None
+    temperature: float = struct.field(pytree_node=False, default=1.0)
+
+    def loss(self, logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        if self.soft is not None:
+            t = self.temperature
+            distil = t * t * optax.softmax_cross_entropy(logits / t, self.soft)
+            losses = jnp.where(self.is_replay, distil, losses)
+        if self.share is None:
+            return losses.mean()
+        r = self.is_replay.astype(losses.dtype)
+        n_replay, n_current = r.sum(), (1 - r).sum()
+        replay = (losses * r).sum() / jnp.maximum(n_replay, 1.0)
+        current = (losses * (1 - r)).sum() / jnp.maximum(n_current, 1.0)
+        # a batch without one of the two parts puts all the weight on the other
+        share = jnp.where(n_replay == 0, 0.0, jnp.where(n_current == 0, 1.0, self.share))
+        return share * replay + (1 - share) * current
+
+
+def apply_model(
+    state: TrainState,
+    images: jnp.ndarray,
+    labels: jnp.ndarray,
+    replay: ReplayLoss | None = None,
+):
+    """Gradients of the mean cross-entropy (or of `replay`'s loss), the loss and the accuracy
+    on one batch."""
 
     def loss_fn(params):
         logits = state.apply_fn({"params": params}, images)
+        if replay is not None:
+            return replay.loss(logits, labels), logits
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         return loss, logits
 
@@ -43,8 +84,13 @@ def update_model(state: TrainState, grads) -> TrainState:
 
 
 @jax.jit
-def train_step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
-    grads, loss, accuracy = apply_model(state, images, labels)
+def train_step(
+    state: TrainState,
+    images: jnp.ndarray,
+    labels: jnp.ndarray,
+    replay: ReplayLoss | None = None,
+):
+    grads, loss, accuracy = apply_model(state, images, labels, replay)
     return update_model(state, grads), {"loss": loss, "accuracy": accuracy}
 
 
@@ -60,6 +106,20 @@ def valid_permutation(key: jax.Array, n_valid: jnp.ndarray, capacity: int) -> jn
     return jnp.argsort(u)
 
 
+class ReplayRows(struct.PyTreeNode):
+    """Which rows of a training set are replay (from `n_real` on), their soft targets (rows of
+    `soft`, None for hard labels), and the loss weighting (see ReplayLoss)."""
+
+    n_real: jnp.ndarray
+    soft: jnp.ndarray | None = None
+    share: jnp.ndarray | None = None
+    temperature: float = struct.field(pytree_node=False, default=1.0)
+
+    def batch(self, idx: jnp.ndarray) -> ReplayLoss:
+        soft = None if self.soft is None else self.soft[idx]
+        return ReplayLoss(idx >= self.n_real, soft, self.share, self.temperature)
+
+
 @partial(jax.jit, static_argnames="batch_size", donate_argnames="state")
 def train_epoch(
     state: TrainState,
@@ -68,6 +128,7 @@ def train_epoch(
     n_valid: jnp.ndarray,
     key: jax.Array,
     batch_size: int,
+    replay: ReplayRows | None = None,
 ):
     """One epoch over the first `n_valid` rows of (images, labels), shuffled, last batch dropped."""
     perm = valid_permutation(key, n_valid, images.shape[0])
@@ -76,7 +137,8 @@ def train_epoch(
     def body(i, carry):
         state, loss_sum, acc_sum, first_bad = carry
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-        state, m = train_step(state, images[idx], labels[idx])
+        batch_replay = None if replay is None else replay.batch(idx)
+        state, m = train_step(state, images[idx], labels[idx], batch_replay)
         first_bad = health.note_first_bad(first_bad, i, m["loss"])
         return state, loss_sum + m["loss"], acc_sum + m["accuracy"], first_bad
 

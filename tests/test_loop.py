@@ -132,7 +132,8 @@ def test_baseline_training_sets(replay):
     cfg = tiny_config(replay=replay, buffer_size=100, tasks=((0, 1), (2, 3), (4, 5)))
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
-    x, y, n, counts = loop.replay_phase(cfg, 2, state, data, jax.random.PRNGKey(0))
+    train, counts = loop.replay_phase(cfg, 2, state, data, jax.random.PRNGKey(0))
+    x, y, n = train.x, train.y, train.n
     sizes = [len(labels) for _, labels in data.train]
     expected = {"none": sizes[2], "exact": sizes[2] + 100, "joint": sum(sizes)}[replay]
     assert n == expected and x.shape[0] == loop.capacity(cfg, data) >= n
@@ -142,5 +143,5 @@ def test_baseline_training_sets(replay):
     assert sum(counts) == n - sizes[2]
     if replay == "exact":  # drawn from both earlier tasks, and again the same for the same key
         assert set(labels[sizes[2] : n]) == {0, 1, 2, 3}
-        _, y2, _, _ = loop.replay_phase(cfg, 2, state, data, jax.random.PRNGKey(0))
+        y2 = loop.replay_phase(cfg, 2, state, data, jax.random.PRNGKey(0))[0].y
         np.testing.assert_array_equal(labels, np.asarray(y2))

@@ -8,12 +8,13 @@ from gr_jax import gan, replay, solver
 def test_generate_replay_draws_n_gen_images_labelled_by_the_solver():
     g = gan.create_gan_state(jax.random.PRNGKey(0), "conv", 8, 16, 2e-4, 0.5).g
     s = solver.create_solver_state(jax.random.PRNGKey(1), (32,), 1e-3)
-    x, y = replay.generate_replay(g, s, jax.random.PRNGKey(2), 250, 16, chunk=100)
+    x, y, soft = replay.generate_replay(g, s, jax.random.PRNGKey(2), 250, 16, chunk=100)
+    assert soft is None
     assert x.shape == (250, 28, 28, 1) and y.shape == (250,) and y.dtype == jnp.int32
     np.testing.assert_array_equal(np.asarray(y), np.asarray(solver.predict(s, x)))
     # chunks draw different latents: no repeated images
     assert float(jnp.abs(x[:100] - x[100:200]).max()) > 0
-    x2, _ = replay.generate_replay(g, s, jax.random.PRNGKey(2), 250, 16, chunk=100)
+    x2, _, _ = replay.generate_replay(g, s, jax.random.PRNGKey(2), 250, 16, chunk=100)
     np.testing.assert_array_equal(np.asarray(x), np.asarray(x2))
 
 

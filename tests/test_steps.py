@@ -59,6 +59,9 @@ def _target():
     return jnp.asarray(np.broadcast_to(img[None, :, :, None], (128, 28, 28, 1)).copy())
 
 
+labels = jnp.zeros((128,), jnp.int32)  # unconditional GANs ignore them
+
+
 def test_gan_learns_a_single_image():
     """After a short training on copies of one image, samples come far closer to it."""
     data = _target()
@@ -71,7 +74,7 @@ def test_gan_learns_a_single_image():
 
         before = distance(state)
         for e in range(20):
-            state, m = gan.train_epoch(state, data, 128, jax.random.PRNGKey(e), 32)
+            state, m = gan.train_epoch(state, data, labels, 128, jax.random.PRNGKey(e), 32)
         after = distance(state)
         assert np.isfinite(float(m["d_loss"])) and np.isfinite(float(m["g_loss"]))
         assert after < 0.25 * before, (kind, before, after)
@@ -80,9 +83,9 @@ def test_gan_learns_a_single_image():
 def test_gan_step_is_deterministic_in_its_key():
     data = _target()[:32]
     s0 = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5)
-    a, _ = gan.gan_step(s0, data, jax.random.PRNGKey(1))
-    b, _ = gan.gan_step(s0, data, jax.random.PRNGKey(1))
-    c, _ = gan.gan_step(s0, data, jax.random.PRNGKey(2))
+    a, _ = gan.gan_step(s0, data, labels[:32], jax.random.PRNGKey(1))
+    b, _ = gan.gan_step(s0, data, labels[:32], jax.random.PRNGKey(1))
+    c, _ = gan.gan_step(s0, data, labels[:32], jax.random.PRNGKey(2))
     leaves = lambda s: jax.tree_util.tree_leaves(s.g.params)  # noqa: E731
     assert all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
     assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c)))
@@ -93,8 +96,8 @@ def test_chunked_discriminator_step_equals_the_plain_one():
     key = jax.random.PRNGKey(0)
     one = gan.create_gan_state(key, "conv", 8, 16, 2e-4, 0.5, d_chunks=1)
     four = gan.create_gan_state(key, "conv", 8, 16, 2e-4, 0.5, d_chunks=4)
-    a, ma = gan.gan_step(one, data, jax.random.PRNGKey(1))
-    b, mb = gan.gan_step(four, data, jax.random.PRNGKey(1))
+    a, ma = gan.gan_step(one, data, labels[:32], jax.random.PRNGKey(1))
+    b, mb = gan.gan_step(four, data, labels[:32], jax.random.PRNGKey(1))
     for k in ma:
         np.testing.assert_allclose(float(ma[k]), float(mb[k]), rtol=1e-5, atol=1e-6)
     # Adam's first step is ~lr * sign(grad): rounding in near-zero gradients can move a weight

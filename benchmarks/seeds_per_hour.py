@@ -1,0 +1,61 @@
+"""Seeds per hour with K seeds vmapped in one program (`gr-jax run --seeds`), K = 1, 2, 4, 8.
+
+    python benchmarks/seeds_per_hour.py --preset quick --ks 1,2,4,8 --json OUT.json [--gan mlp]
+
+Each K runs the whole task loop once for seeds 0..K-1 (after one untimed K=1 warm-up run that
+fills the compile cache, so every K pays the same, small, compile cost) and reports wall
+seconds, seeds per hour and the cost of K seeds relative to one. Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import jax
+
+from gr_jax import multiseed
+from gr_jax.config import preset
+from gr_jax.provenance import environment
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--ks", default="1,2,4,8")
+    p.add_argument("--gan", default=None, help="override the preset's GAN (conv or mlp)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    cfg = preset(args.preset)
+    if args.gan:
+        cfg = dataclasses.replace(cfg, gan=args.gan)
+    ks = [int(k) for k in args.ks.split(",")]
+
+    multiseed.run(cfg, [0], bars=False)  # warm-up: compile once
+    rows = []
+    for k in ks:
+        tick = time.perf_counter()
+        results = multiseed.run(cfg, list(range(k)), bars=False)
+        wall = time.perf_counter() - tick
+        acc = [r["test"]["acc"] for r in results]
+        rows.append({"k": k, "seconds": wall, "seeds_per_hour": 3600 * k / wall, "acc": acc})
+        print(f"K={k}: {wall:.1f} s, {3600 * k / wall:.1f} seeds/hour", flush=True)
+    base = rows[0]["seconds"] / rows[0]["k"]
+    print(f"\n{args.preset} preset, gan={cfg.gan}, {jax.devices()[0].device_kind} "
+          f"x{jax.device_count()}, {os.cpu_count()} cores")  # fmt: skip
+    print("| K seeds | wall s | seeds/hour | cost vs 1 seed |\n|---|---|---|---|")
+    for r in rows:
+        r["cost_vs_one"] = r["seconds"] / base  # K seeds against one seed
+        print(f"| {r['k']} | {r['seconds']:.0f} | {r['seeds_per_hour']:.1f} | "
+              f"{r['cost_vs_one']:.2f}x |")  # fmt: skip
+    if args.json:
+        out = {"config": cfg.to_dict(), "rows": rows, "environment": environment()}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

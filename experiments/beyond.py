@@ -1,0 +1,116 @@
+"""Beyond the original: the ablation from the seed-faithful method to the `best` preset, and
+the Split Fashion-MNIST benchmark, run in resumable pieces like `study.py`.
+
+    python experiments/beyond.py list
+    python experiments/beyond.py run GROUP [GROUP ...] --seeds 0,1,2   # runs/beyond/GROUP-sSEED
+    python experiments/beyond.py report     # experiments/results/beyond/summary.{json,csv,md}
+
+The ablation adds one option at a time to the seed-faithful preset (n_gen = 12k); its first
+row is the study's `gr-conv-12k` group (the same config), read from experiments/results/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study import RESULTS as STUDY_RESULTS  # noqa: E402
+from study import ROOT, parse_args, summarize, write_figures, write_tables  # noqa: E402
+
+from gr_jax.config import Config, diff, preset  # noqa: E402
+
+RUNS = ROOT / "runs" / "beyond"
+RESULTS = ROOT / "experiments" / "results" / "beyond"
+FIGURES = ROOT / "docs" / "figures" / "beyond"
+
+# cumulative: each step adds one option to the one before it; the step after the last is
+# `best` (+ keep_generator), checked in main()
+ABLATION = [
+    ("+conditional", {"conditional": True}),
+    ("+soft-targets", {"soft_targets": 2.0}),
+    ("+tasks-weighting", {"replay_weighting": "tasks"}),
+    ("+fresh-replay", {"fresh_replay": True}),
+]
+
+
+def _ablation_groups() -> dict[str, Config]:
+    groups, options = {}, {}
+    for name, extra in ABLATION:
+        options.update(extra)
+        groups[name] = preset("seed", **options)
+    return groups
+
+
+def _fashion(name: str, **overrides) -> Config:
+    return preset(name, dataset="fashion_mnist", **overrides)
+
+
+GROUPS = {
+    **{k: (lambda c=c: c) for k, c in _ablation_groups().items()},
+    "best": lambda: preset("best"),  # = the ablation's last step + keep_generator
+    "best+hinge": lambda: preset("best", gan_loss="hinge"),
+    "fashion-seed": lambda: _fashion("seed"),
+    "fashion-best": lambda: _fashion("best"),
+    "fashion-finetune": lambda: _fashion("seed", replay="none"),
+    "fashion-joint": lambda: _fashion("seed", replay="joint"),
+    "fashion-exact-12k": lambda: _fashion("seed", replay="exact", buffer_size=12_000),
+}
+
+
+def run_group(group: str, seeds: list[int], data_dir: str | None) -> None:
+    from gr_jax.sweep import run_point
+
+    for seed in seeds:
+        name = f"{group}-s{seed}"
+        cfg = dataclasses.replace(GROUPS[group](), seed=seed)
+        if data_dir is not None:
+            cfg = dataclasses.replace(cfg, data_dir=data_dir)
+        run_point(cfg, RUNS / name)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(RUNS / name / "results.json", RESULTS / f"{name}.json")
+
+
+def load_results() -> dict[str, list[dict]]:
+    """Finished runs by group, in the order of GROUPS, the seed-faithful row first."""
+    found: dict[str, list[dict]] = {}
+    seed_rows = sorted(STUDY_RESULTS.glob("gr-conv-12k-s*.json"))
+    if seed_rows:
+        found["seed (gr-conv-12k)"] = [json.loads(f.read_text()) for f in seed_rows]
+    for group in GROUPS:
+        files = sorted(RESULTS.glob(f"{group}-s*.json"))
+        files = [f for f in files if f.stem.rsplit("-s", 1)[0] == group]
+        if files:
+            found[group] = [json.loads(f.read_text()) for f in files]
+    return found
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], list(GROUPS))
+    last = GROUPS[ABLATION[-1][0]]()
+    assert diff(dataclasses.replace(last, keep_generator=True), preset("best")) == {}, (
+        "the ablation's last step plus keep_generator should be the best preset"
+    )
+    if args.command == "list":
+        for g, make in GROUPS.items():
+            changed = {k: v for k, (_, v) in _changes(make()).items()}
+            print(f"{g}: {changed}")
+    elif args.command == "run":
+        for g in args.groups:
+            run_group(g, [int(s) for s in args.seeds.split(",")], args.data_dir)
+    else:
+        groups = load_results()
+        rows = summarize(groups)
+        write_tables(rows, RESULTS)
+        write_figures(groups, [r for r in rows if not r["group"].startswith("seed")], FIGURES)
+
+
+def _changes(cfg: Config) -> dict:
+    return diff(preset("seed"), cfg)
+
+
+if __name__ == "__main__":
+    main()

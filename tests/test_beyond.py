@@ -1,0 +1,211 @@
+"""The options beyond the original method: conditional GAN, soft targets, replay weighting,
+fresh replay, keeping the generator, hinge loss."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gr_jax import gan, health, loop, multiseed, replay, solver
+from gr_jax.cli import main
+from gr_jax.config import BEYOND_OFF, PRESETS, ConfigError, preset
+
+from .conftest import tiny_config
+
+
+def _shapes() -> jnp.ndarray:
+    """Class 0: a filled disc; class 1: a filled square (64 copies each)."""
+    yy, xx = np.mgrid[:28, :28]
+    disc = np.where((yy - 14) ** 2 + (xx - 14) ** 2 < 36, 1.0, -1.0)
+    square = np.where((abs(yy - 14) < 9) & (abs(xx - 14) < 9), 1.0, -1.0)
+    imgs = np.concatenate([np.repeat(disc[None], 64, 0), np.repeat(square[None], 64, 0)])
+    return jnp.asarray(imgs[..., None].astype(np.float32))
+
+
+def test_seed_preset_has_every_option_off():
+    seed = PRESETS["seed"]
+    assert {k: getattr(seed, k) for k in BEYOND_OFF} == BEYOND_OFF
+
+
+def test_conditional_gan_draws_the_class_it_is_asked_for():
+    data = _shapes()
+    labels = jnp.repeat(jnp.arange(2, dtype=jnp.int32), 64)
+    targets = data[jnp.asarray([0, 64])]
+    state = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 16, 16, 2e-3, 0.5, num_classes=10)
+    for e in range(20):
+        state, m = gan.train_epoch(state, data, labels, 128, jax.random.PRNGKey(e), 32)
+    ys = jnp.repeat(jnp.arange(2, dtype=jnp.int32), 32)
+    imgs = gan.sample(state.g, jax.random.PRNGKey(9), 64, 16, ys)
+    # distance of each sample to the disc and to the square: it must be nearer its own class
+    dist = jnp.mean((imgs[:, None] - targets[None]) ** 2, axis=(2, 3, 4))
+    nearest = np.asarray(jnp.argmin(dist, -1))
+    assert (nearest == np.asarray(ys)).mean() > 0.9, nearest
+
+
+def test_conditional_discriminator_depends_on_the_label():
+    state = gan.create_gan_state(jax.random.PRNGKey(0), "conv", 8, 16, 2e-4, 0.5, num_classes=10)
+    x = _shapes()[:4]
+    d = lambda y: state.d.apply_fn({"params": state.d.params}, x, y)  # noqa: E731
+    # the projection embedding starts random: labels change the logit
+    assert float(jnp.abs(d(jnp.zeros(4, jnp.int32)) - d(jnp.ones(4, jnp.int32))).max()) > 0
+
+
+def test_hinge_loss_gan_learns_and_reports_hinge_losses():
+    data = _shapes()[:64]
+    labels = jnp.zeros((64,), jnp.int32)
+    ns = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 16, 16, 2e-3, 0.5)
+    hinge = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 16, 16, 2e-3, 0.5, loss="hinge")
+    _, m_ns = gan.gan_step(ns, data, labels, jax.random.PRNGKey(1))
+    _, m_h = gan.gan_step(hinge, data, labels, jax.random.PRNGKey(1))
+    # the step's latents are those `sample` draws with the same key (an MLP G has no BatchNorm)
+    fake = gan.sample(hinge.g, jax.random.PRNGKey(1), 64, 16)
+    d = lambda x: hinge.d.apply_fn({"params": hinge.d.params}, x)  # noqa: E731
+    expected_hinge = jax.nn.relu(1 - d(data)).mean() + jax.nn.relu(1 + d(fake)).mean()
+    expected_ns = jax.nn.softplus(-d(data)).mean() + jax.nn.softplus(d(fake)).mean()
+    assert float(m_h["d_loss"]) == pytest.approx(float(expected_hinge), rel=1e-5)
+    assert float(m_ns["d_loss"]) == pytest.approx(float(expected_ns), rel=1e-5)
+    before = float(jnp.mean((gan.sample(hinge.g, jax.random.PRNGKey(9), 64, 16) - data) ** 2))
+    for e in range(20):
+        hinge, _ = gan.train_epoch(hinge, data, labels, 64, jax.random.PRNGKey(e), 32)
+    after = float(jnp.mean((gan.sample(hinge.g, jax.random.PRNGKey(9), 64, 16) - data) ** 2))
+    assert after < 0.25 * before
+
+
+def test_balanced_labels_cycle_over_the_seen_classes():
+    order = jnp.asarray([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    ys = np.asarray(gan.balanced_labels(order, 4, 3, 400))
+    assert np.bincount(ys, minlength=10).tolist() == [100] * 4 + [0] * 6
+    assert ys[:3].tolist() == [3, 0, 1]
+
+
+def test_replay_loss_soft_targets_and_weighting():
+    key = jax.random.PRNGKey(0)
+    logits = jax.random.normal(key, (6, 10))
+    labels = jnp.asarray([0, 1, 2, 3, 4, 5])
+    is_replay = jnp.asarray([False, False, True, True, True, True])
+    soft = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(1), (6, 10)))
+    hard = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    plain = solver.ReplayLoss(is_replay)
+    assert float(plain.loss(logits, labels)) == pytest.approx(float(hard.mean()), rel=1e-6)
+    t = 2.0
+    distil = t * t * optax.softmax_cross_entropy(logits / t, soft)
+    expected = jnp.where(is_replay, distil, hard).mean()
+    got = solver.ReplayLoss(is_replay, soft, None, t).loss(logits, labels)
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+    weighted = solver.ReplayLoss(is_replay, None, jnp.asarray(0.8)).loss(logits, labels)
+    expected = 0.8 * hard[2:].mean() + 0.2 * hard[:2].mean()
+    assert float(weighted) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_replay_rows_without_replay_train_like_the_plain_epoch():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (256, 28, 28, 1))
+    y = jax.random.randint(jax.random.PRNGKey(1), (256,), 0, 10)
+    make = lambda: solver.create_solver_state(jax.random.PRNGKey(2), (32,), 1e-3)  # noqa: E731
+    n = jnp.asarray(256)
+    a, _ = solver.train_epoch(make(), x, y, n, jax.random.PRNGKey(3), 32)
+    rows = solver.ReplayRows(n_real=n, share=jnp.asarray(0.5))  # no replay row in any batch
+    b, _ = solver.train_epoch(make(), x, y, n, jax.random.PRNGKey(3), 32, rows)
+    for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+
+
+def test_generated_soft_targets_are_the_teacher_distribution():
+    g = gan.create_gan_state(jax.random.PRNGKey(0), "conv", 8, 16, 2e-4, 0.5, num_classes=10).g
+    s = solver.create_solver_state(jax.random.PRNGKey(1), (32,), 1e-3)
+    order = jnp.arange(10, dtype=jnp.int32)
+    x, y, soft = replay.generate_replay(g, s, jax.random.PRNGKey(2), 300, 16, 100, order, 4, 2.0)
+    assert soft.shape == (300, 10)
+    np.testing.assert_allclose(np.asarray(soft.sum(-1)), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(jnp.argmax(soft, -1)), np.asarray(y))
+    logits = s.apply_fn({"params": s.params}, x)
+    np.testing.assert_allclose(
+        np.asarray(soft), np.asarray(jax.nn.softmax(logits / 2.0)), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_fresh_replay_trains_on_the_teachers_labels():
+    """Real data are all class 0; the teacher says every generated image is a 3: after fresh
+    replay the student calls generated images 3, and still calls real ones 0."""
+    key = jax.random.PRNGKey(0)
+    g = gan.create_gan_state(key, "mlp", 8, 16, 2e-4, 0.5).g
+    teacher = solver.create_solver_state(jax.random.PRNGKey(1), (32,), 1e-3)
+    bias = teacher.params["Dense_1"]["bias"].at[3].set(100.0)
+    teacher = teacher.replace(
+        params={**teacher.params, "Dense_1": {**teacher.params["Dense_1"], "bias": bias}}
+    )
+    student = solver.create_solver_state(jax.random.PRNGKey(2), (32,), 1e-3)
+    x = _shapes()[:64]
+    y = jnp.zeros((64,), jnp.int32)
+    for e in range(10):
+        student, m = replay.fresh_epoch(
+            student, teacher, g, x, y, 64, jax.random.PRNGKey(e), 32, 16
+        )
+    assert np.isfinite(float(m["loss"])) and int(m["first_bad_step"]) == health.NO_BAD_STEP
+    generated = gan.sample(g, jax.random.PRNGKey(99), 64, 16)
+    assert (np.asarray(solver.predict(student, generated)) == 3).mean() > 0.9
+    assert (np.asarray(solver.predict(student, x)) == 0).mean() > 0.9
+
+
+def test_keep_generator_continues_the_previous_gan():
+    cfg = tiny_config(keep_generator=True, gen_epochs=(1, 0))
+    data = loop.prepare_data(cfg)
+    state = loop.init_state(cfg)
+    train, _ = loop.replay_phase(cfg, 1, state, data, jax.random.PRNGKey(0))
+    kept = loop.gan_phase(
+        cfg, 1, state.gan, train, jax.random.PRNGKey(1), {"gan_curves": []}, False
+    )
+    leaves = lambda g: jax.tree_util.tree_leaves(g.g.params)  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(kept), leaves(state.gan)))
+    reset_cfg = dataclasses.replace(cfg, keep_generator=False)
+    reset = loop.gan_phase(
+        reset_cfg, 1, state.gan, train, jax.random.PRNGKey(1), {"gan_curves": []}, False
+    )
+    assert not all(np.array_equal(a, b) for a, b in zip(leaves(reset), leaves(state.gan)))
+
+
+def test_all_options_together_run_end_to_end(tmp_path):
+    cfg = tiny_config(
+        conditional=True,
+        soft_targets=2.0,
+        replay_weighting="tasks",
+        fresh_replay=True,
+        keep_generator=True,
+        gan_loss="hinge",
+    )
+    r = loop.run(cfg, tmp_path / "run", bars=False)
+    assert np.isfinite(r["test"]["acc"]) and r["r_test"][1][1] > 0.5
+    # conditional replay before task 2 asks for classes 0 and 1 equally: the solver, which
+    # knows only those two classes, labels them 0 or 1
+    counts = r["replay_class_counts"][1]
+    assert sum(counts) == 256 and sum(counts[2:]) == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"replay_weighting": "half"}, "replay_weighting"),
+        ({"replay_share": 1.0}, "replay_share"),
+        ({"soft_targets": -1.0}, "soft_targets"),
+        ({"gan_loss": "wgan"}, "gan_loss"),
+        ({"conditional": True, "replay": "none"}, "conditional needs replay='generative'"),
+        ({"fresh_replay": True, "solver_batch": 63}, "even"),
+        ({"conditional": 1}, "conditional must be bool"),
+    ],
+)
+def test_bad_beyond_options_are_named(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        preset("seed", **overrides)
+
+
+def test_cli_reads_booleans_and_rejects_others(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--preset", "quick", "--conditional", "maybe"])
+    assert e.value.code == 2 and "expected true or false" in capsys.readouterr().err
+
+
+def test_multiseed_refuses_the_options_it_does_not_run():
+    with pytest.raises(ConfigError, match="conditional"):
+        multiseed.run(tiny_config(conditional=True), [0, 1], bars=False)
