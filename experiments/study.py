@@ -121,14 +121,16 @@ def write_tables(rows: list[dict], results: Path = RESULTS) -> str:
     return text
 
 
-def fill_results_doc(rows_md: str) -> None:
-    """Put the summary rows into docs/results.md's main table (between its header and the
-    first blank line after it)."""
+MAIN_TABLE = "| method | seeds | ACC | BWT | FWT | minutes/run |\n|---|---|---|---|---|---|\n"
+
+
+def fill_results_doc(rows_md: str, head: str = MAIN_TABLE) -> None:
+    """Put the summary rows into the table of docs/results.md that starts with `head`
+    (between the header and the first blank line after it)."""
     doc = ROOT / "docs" / "results.md"
     if not doc.exists():
         return
     text = doc.read_text()
-    head = "| method | seeds | ACC | BWT | FWT | minutes/run |\n|---|---|---|---|---|---|\n"
     start = text.index(head) + len(head)
     end = text.index("\n\n", start)
     rows = "\n".join(rows_md.splitlines()[2:])

@@ -206,8 +206,6 @@ def replay_phase(
     y = jnp.asarray(replay.pad_to(real_y, rows))
     n = n_real = len(real_y)
     soft = None
-    if cfg.soft_targets > 0:
-        soft = jax.nn.one_hot(y, cfg.num_classes)
     if cfg.replay == "generative" and t > 0 and cfg.n_gen > 0:
         gen_x, gen_y, gen_soft = replay.generate_replay(
             state.gan.g,
@@ -236,7 +234,6 @@ def _solver_epoch(
     share = replay_share(cfg, t)
     temperature = cfg.soft_targets
     if cfg.fresh_replay and t > 0:
-        conditional = cfg.conditional
         return replay.fresh_epoch(
             s,
             previous.solver,
@@ -247,7 +244,7 @@ def _solver_epoch(
             key,
             cfg.solver_batch,
             cfg.latent_dim,
-            class_order(cfg) if conditional else None,
+            class_order(cfg) if cfg.conditional else None,
             n_seen(cfg, t),
             share,
             temperature,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gr_jax.config import Config, validate
+from gr_jax.config import Config, diff, validate
 
 METRICS = ("acc", "bwt", "fwt")
 
@@ -46,11 +46,15 @@ def points(base: Config, axes: dict[str, list[Any]], seeds: list[int]) -> list[t
 
 def run_point(cfg: Config, out: Path, bars: bool = True) -> dict:
     """Results of the run in `out`: read if complete, resumed if partial, else run."""
-    from gr_jax.loop import run
+    from gr_jax.loop import RunDirError, run
 
     if (out / "results.json").exists():
+        results = json.loads((out / "results.json").read_text())
+        changed = diff(Config.from_dict(results["config"]), cfg)
+        if changed:
+            raise RunDirError(f"{out} holds a finished run of another config: {changed}")
         print(f"{out.name}: complete, skipped", file=sys.stderr)
-        return json.loads((out / "results.json").read_text())
+        return results
     resume = (out / "config.json").exists()
     print(f"{out.name}: {'resuming' if resume else 'starting'}", file=sys.stderr)
     return run(cfg, out, resume=resume, bars=bars)

@@ -6,6 +6,8 @@ from gr_jax import cli
 from gr_jax.config import preset
 from gr_jax.sweep import points
 
+from .conftest import tiny_config
+
 TINY = [
     "--preset", "quick", "--tasks", "0,1/2,3", "--gen-chunk", "64", "--solver-epochs", "1",
     "--gan", "mlp", "--gen-epochs", "1", "--gan-batch", "32", "--no-progress",
@@ -53,3 +55,16 @@ def test_sweep_rejects_bad_input(extra, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["sweep", *TINY, "--out", str(tmp_path), *extra])
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_finished_point_of_another_config_is_refused(tmp_path):
+    from gr_jax.loop import RunDirError
+    from gr_jax.sweep import run_point
+
+    out = tmp_path / "p"
+    out.mkdir()
+    other = tiny_config(n_gen=128)
+    (out / "results.json").write_text(json.dumps({"config": other.to_dict()}))
+    with pytest.raises(RunDirError, match="n_gen"):
+        run_point(tiny_config(), out, bars=False)
+    assert run_point(other, out, bars=False) == {"config": json.loads(other.to_json())}
