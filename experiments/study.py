@@ -125,15 +125,16 @@ MAIN_TABLE = "| method | seeds | ACC | BWT | FWT | minutes/run |\n|---|---|---|-
 
 
 def fill_results_doc(rows_md: str, head: str = MAIN_TABLE) -> None:
-    """Put the summary rows into the table of docs/results.md that starts with `head`
-    (between the header and the first blank line after it)."""
+    """Replace the rows of the table of docs/results.md that starts with `head` (its lines
+    starting with "|" right after the header) by the summary rows."""
     doc = ROOT / "docs" / "results.md"
     if not doc.exists():
         return
     text = doc.read_text()
-    start = text.index(head) + len(head)
-    end = text.index("\n\n", start)
-    rows = "\n".join(rows_md.splitlines()[2:])
+    start = end = text.index(head) + len(head)
+    while text.startswith("|", end):
+        end = text.index("\n", end) + 1
+    rows = "".join(line + "\n" for line in rows_md.splitlines()[2:])
     doc.write_text(text[:start] + rows + text[end:])
 
 
