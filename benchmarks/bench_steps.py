@@ -47,7 +47,7 @@ def jax_solver_epoch(batch: int, steps: int):
     return epoch
 
 
-def jax_gan_epoch(kind: str, batch: int, steps: int):
+def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1):
     """A function running one GAN epoch of `steps` batches, as the task loop runs it."""
     cfg = PRESETS["seed"]
     n = batch * steps
@@ -66,35 +66,42 @@ def jax_gan_epoch(kind: str, batch: int, steps: int):
     ]
 
     def epoch():
-        box[0], _ = gan.train_epoch(box[0], x, labels, n, jax.random.PRNGKey(3), batch)
+        box[0], _ = gan.train_epoch(
+            box[0], x, labels, n, jax.random.PRNGKey(3), batch, steps_per_call=per_call
+        )
         jax.block_until_ready(box[0])
 
     return epoch
 
 
-def torch_epoch(model: str, batch: int, steps: int):
-    """The PyTorch reference's epoch: shuffled batches sliced from in-memory tensors."""
+def torch_epoch(model: str, batch: int, steps: int, device: str = "cpu"):
+    """The PyTorch reference's epoch: shuffled batches sliced from in-memory tensors (on
+    `device`), ending with a device sync so the time covers the work."""
     import torch
     import torch_reference as ref
 
     cfg = PRESETS["seed"]
     torch.manual_seed(0)
     n = batch * steps
-    x = torch.rand(n, 1, 28, 28) * 2 - 1
-    y = torch.randint(0, 10, (n,))
+    x = torch.rand(n, 1, 28, 28, device=device) * 2 - 1
+    y = torch.randint(0, 10, (n,), device=device)
     if model == "solver":
-        trainer = ref.SolverTrainer(cfg.solver_hidden, cfg.solver_lr)
+        trainer = ref.SolverTrainer(cfg.solver_hidden, cfg.solver_lr, device=device)
     else:
-        trainer = ref.GAN(model, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1)
+        trainer = ref.GAN(
+            model, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1, device=device
+        )
 
     def epoch():
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, device=device)
         for i in range(steps):
             idx = perm[i * batch : (i + 1) * batch]
             if model == "solver":
                 trainer.step(x[idx], y[idx])
             else:
                 trainer.step(x[idx])
+        if device != "cpu":
+            torch.cuda.synchronize()
 
     return epoch
 
@@ -112,7 +119,13 @@ def bench(makers: dict, batch: int, steps: int, reps: int) -> dict[str, float]:
 
 
 def flops_per_sample(model: str, batch: int) -> float:
-    """FLOPs of one train step per example, from XLA's cost analysis of the compiled step."""
+    """FLOPs of one train step per example, from XLA's cost analysis of the step compiled for
+    the CPU (on a GPU that analysis leaves out the convolutions, which run in cuDNN)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        return _flops_per_sample(model, batch)
+
+
+def _flops_per_sample(model: str, batch: int) -> float:
     cfg = PRESETS["seed"]
     x = jnp.zeros((batch, 28, 28, 1))
     if model == "solver":
@@ -128,13 +141,15 @@ def flops_per_sample(model: str, batch: int) -> float:
             cfg.gan_beta1,
             cfg.d_chunks,
         )
-        lowered = jax.jit(gan.gan_step).lower(state, x, jax.random.PRNGKey(1))
+        labels = jnp.zeros((batch,), jnp.int32)
+        lowered = jax.jit(gan.gan_step).lower(state, x, labels, jax.random.PRNGKey(1))
     cost = lowered.compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"]) / batch
 
 
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+def matmul_peak(n: int, reps: int = 5) -> float:
+    """GFLOP/s of an n x n f32 matmul at JAX's default precision (TF32 on recent GPUs)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
     f = jax.jit(lambda a, b: a @ b)
     f(a, a).block_until_ready()
@@ -143,9 +158,9 @@ def matmul_peak(n: int = 2048, reps: int = 5) -> float:
 
 
 MODELS = {
-    "solver": ("solver (MLP 784-400-400-10)", lambda b, s: jax_solver_epoch(b, s)),
-    "mlp": ("MLP GAN", lambda b, s: jax_gan_epoch("mlp", b, s)),
-    "conv": ("conv GAN", lambda b, s: jax_gan_epoch("conv", b, s)),
+    "solver": ("solver (MLP 784-400-400-10)", lambda b, s, k: jax_solver_epoch(b, s)),
+    "mlp": ("MLP GAN", lambda b, s, k: jax_gan_epoch("mlp", b, s, k)),
+    "conv": ("conv GAN", lambda b, s, k: jax_gan_epoch("conv", b, s, k)),
 }
 
 
@@ -159,6 +174,15 @@ def main() -> None:
         "--torch", action="store_true", help="also run the PyTorch reference, interleaved"
     )
     p.add_argument("--check", action="store_true", help="with --torch: check equivalence")
+    p.add_argument(
+        "--torch-device", default="cpu", help="the reference's device (cpu, or cuda with TF32)"
+    )
+    p.add_argument(
+        "--gan-scan",
+        type=int,
+        default=0,
+        help="GAN steps per dispatched program, as the config field gan_scan (0: auto)",
+    )
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
     env = environment()
@@ -167,10 +191,18 @@ def main() -> None:
 
         torch.set_num_threads(env["cpu_cores"])
         env["torch"] = torch.__version__
+        env["torch_device"] = args.torch_device
+        if args.torch_device != "cpu":  # as JAX's default precision on these GPUs
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            env["torch_device_name"] = torch.cuda.get_device_name()
+    per_call = gan.steps_per_call(args.gan_scan)
+    env["gan_steps_per_call"] = per_call
     print(
         f"# device: {env['device_kind']} x{env['device_count']} ({env['backend']}), "
         f"{env['cpu_cores']} CPU cores, jax {env['packages']['jax']}"
-        + (f", torch {env['torch']}" if args.torch else "")
+        + (f", torch {env['torch']} on {args.torch_device}" if args.torch else "")
+        + f", {per_call} GAN step(s) per call"
         + f", {time.strftime('%Y-%m-%d')}; median of {args.reps} interleaved repetitions "
         f"of {args.steps} steps after warm-up"
     )
@@ -178,9 +210,9 @@ def main() -> None:
     for batch in (int(b) for b in args.batches.split(",")):
         for model in args.models.split(","):
             label, make = MODELS[model]
-            makers = {"jax": make}
+            makers = {"jax": lambda b, s, make=make: make(b, s, per_call)}
             if args.torch:
-                makers["torch"] = lambda b, s, m=model: torch_epoch(m, b, s)
+                makers["torch"] = lambda b, s, m=model: torch_epoch(m, b, s, args.torch_device)
             t = bench(makers, batch, args.steps, args.reps)
             row = {"model": label, "key": model, "batch": batch}
             for impl, seconds in t.items():
@@ -190,7 +222,7 @@ def main() -> None:
                 row["speedup_vs_torch"] = t["torch"] / t["jax"]
             rows.append(row)
             print(f"{label}, batch {batch}: done", flush=True)
-    peak = matmul_peak()
+    peak = matmul_peak(2048 if env["backend"] == "cpu" else 8192)
     for r in rows:
         flops = flops_per_sample(r["key"], r["batch"])
         r["mflop_per_sample"] = flops / 1e6
@@ -218,7 +250,7 @@ def main() -> None:
             + " |"
         )
     print(
-        f"\nf32 matmul peak (2048x2048, jax): {peak:.0f} GFLOP/s. FLOPs per step from XLA's cost "
+        f"\nf32 matmul peak (jax, default precision): {peak:.0f} GFLOP/s. FLOPs per step from XLA's cost "
         "analysis of the jitted step; the PyTorch reference runs the same step, so the same FLOPs."
     )
     if args.check and args.torch:

@@ -95,16 +95,18 @@ def make_gan(kind: str, width: int = 48, latent: int = 100):
 class GAN:
     """G and D with their Adam optimizers; `step` is the same update as gr_jax.gan.gan_step."""
 
-    def __init__(self, kind: str, width: int = 48, latent: int = 100, lr=2e-4, beta1=0.5):
-        self.g, self.d = make_gan(kind, width, latent)
-        self.latent = latent
+    def __init__(
+        self, kind: str, width: int = 48, latent: int = 100, lr=2e-4, beta1=0.5, device="cpu"
+    ):
+        self.g, self.d = (m.to(device) for m in make_gan(kind, width, latent))
+        self.latent, self.device = latent, device
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=(beta1, 0.999), eps=1e-8)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(beta1, 0.999), eps=1e-8)
 
     def step(self, real: torch.Tensor, z: torch.Tensor | None = None) -> dict:
         n = real.shape[0]
         if z is None:
-            z = torch.randn(n, self.latent)
+            z = torch.randn(n, self.latent, device=self.device)
         fake = self.g(z)
         logits = self.d(torch.cat([real, fake.detach()]))
         d_loss = F.softplus(-logits[:n]).mean() + F.softplus(logits[n:]).mean()
@@ -115,20 +117,21 @@ class GAN:
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        # detached tensors, not floats: reading a GPU value every step would sync the device
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
 
 class SolverTrainer:
-    def __init__(self, hidden=(400, 400), lr=1e-3):
-        self.model = Solver(hidden)
+    def __init__(self, hidden=(400, 400), lr=1e-3, device="cpu"):
+        self.model = Solver(hidden).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, eps=1e-8)
 
-    def step(self, x, y) -> float:
+    def step(self, x, y) -> torch.Tensor:
         loss = F.cross_entropy(self.model(x), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return loss.item()
+        return loss.detach()
 
 
 # --- loading gr_jax's (Flax) weights, to check that both compute the same thing ---------------
@@ -216,9 +219,9 @@ def check_equivalence(width: int = 48, batch: int = 64) -> list[dict]:
                 "params_jax": n_jax,
                 "params_torch": n_torch,
                 "d_loss_jax": float(m["d_loss"]),
-                "d_loss_torch": tm["d_loss"],
+                "d_loss_torch": float(tm["d_loss"]),
                 "g_loss_jax": float(m["g_loss"]),
-                "g_loss_torch": tm["g_loss"],
+                "g_loss_torch": float(tm["g_loss"]),
                 "max_param_diff_after_step": diff,
             }
         )
@@ -234,7 +237,7 @@ def check_equivalence(width: int = 48, batch: int = 64) -> list[dict]:
             "params_jax": sum(x.size for x in jax.tree_util.tree_leaves(st.params)),
             "params_torch": sum(p.numel() for p in ts.model.parameters()),
             "loss_jax": float(loss),
-            "loss_torch": t_loss,
+            "loss_torch": float(t_loss),
         }
     )
     return rows

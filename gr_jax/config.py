@@ -58,6 +58,8 @@ class Config:
     gan_lr: float = 2e-4
     gan_beta1: float = 0.5
     d_chunks: int = 4  # the D batch is split into independent chunks in the step (CPU speed)
+    # GAN steps per dispatched program (a lax.scan); 0 = auto: 1 on CPU, 50 on accelerators
+    gan_scan: int = 0
     # beyond the original method (all off in the `seed` preset)
     conditional: bool = False  # class-conditional GAN; replay drawn balanced over seen classes
     soft_targets: float = 0.0  # > 0: distil the previous solver's softmax at this temperature
@@ -178,6 +180,7 @@ def validate(cfg: Config) -> Config:
         "replay='exact' needs buffer_size > 0 (the number of stored real images)",
     )
     need(cfg.gen_chunk >= 1, f"gen_chunk must be >= 1, got {cfg.gen_chunk}")
+    need(cfg.gan_scan >= 0, f"gan_scan must be >= 0 (0: auto), got {cfg.gan_scan}")
     need(
         cfg.d_chunks >= 1 and cfg.gan_batch % cfg.d_chunks == 0,
         f"d_chunks must be >= 1 and divide gan_batch ({cfg.gan_batch}), got {cfg.d_chunks}",

@@ -153,8 +153,7 @@ def gan_step(
     return state.replace(g=g, d=d), metrics
 
 
-@partial(jax.jit, static_argnames="batch_size", donate_argnames="state")
-def gan_step_at(
+def step_at(
     state: GANState,
     images: jnp.ndarray,
     labels: jnp.ndarray,
@@ -175,6 +174,41 @@ def gan_step_at(
     return state, (step + 1, first_bad), metrics
 
 
+gan_step_at = jax.jit(step_at, static_argnames="batch_size", donate_argnames="state")
+
+
+@partial(jax.jit, static_argnames=("batch_size", "steps"), donate_argnames="state")
+def gan_steps_at(
+    state: GANState,
+    images: jnp.ndarray,
+    labels: jnp.ndarray,
+    perm: jnp.ndarray,
+    cursor: tuple[jnp.ndarray, jnp.ndarray],
+    key: jax.Array,
+    batch_size: int,
+    steps: int,
+) -> tuple[GANState, tuple[jnp.ndarray, jnp.ndarray], dict]:
+    """`steps` consecutive `gan_step_at`s as one `lax.scan`: one dispatch instead of `steps`,
+    which pays on accelerators, where dispatching a small step costs about as much as running
+    it. Same steps, same keys, so the same result as the loop; metrics of the last step."""
+
+    def body(carry, _):
+        state, cursor = carry
+        return step_at(state, images, labels, perm, cursor, key, batch_size)[:2], None
+
+    # the last step outside the scan, for its metrics without stacking every step's
+    (state, cursor), _ = jax.lax.scan(body, (state, cursor), None, length=steps - 1)
+    return step_at(state, images, labels, perm, cursor, key, batch_size)
+
+
+def steps_per_call(requested: int) -> int:
+    """GAN steps per dispatched program: `requested`, or for 0 (auto) one on CPU, where conv
+    nets inside `lax.scan` lose XLA's fast convolutions (7-12x slower), and 50 elsewhere."""
+    if requested > 0:
+        return requested
+    return 1 if jax.default_backend() == "cpu" else 50
+
+
 def train_epoch(
     state: GANState,
     images: jnp.ndarray,
@@ -182,30 +216,40 @@ def train_epoch(
     n_valid: int,
     key: jax.Array,
     batch_size: int,
-    on_step: Callable[[], None] | None = None,
+    on_step: Callable[[int], Any] | None = None,
+    steps_per_call: int = 1,
 ) -> tuple[GANState, dict]:
     """One epoch over the first `n_valid` rows of `images`, shuffled, last batch dropped.
 
-    A Python loop of jitted steps: on XLA's CPU backend conv nets inside `lax.scan` lose their
-    fast convolution path (7-12x slower), so the loop stays in Python. Metrics are returned as
-    device arrays from the last step, so no step waits on the host.
+    A Python loop of jitted programs of `steps_per_call` steps each (the rest one by one, so
+    an epoch's length never changes a compiled shape). Metrics are returned as device arrays
+    from the last step, so no step waits on the host; `on_step(k)` is told of every k steps.
     """
     perm_key, step_key = jax.random.split(key)
     perm = valid_permutation(perm_key, jnp.asarray(n_valid), images.shape[0])
     cursor = (jnp.zeros((), jnp.int32), jnp.asarray(health.NO_BAD_STEP, jnp.int32))
     metrics: dict = {}
-    for _ in range(n_valid // batch_size):
-        state, cursor, metrics = gan_step_at(
-            state, images, labels, perm, cursor, step_key, batch_size
-        )
+    for k in call_sizes(n_valid // batch_size, steps_per_call):
+        args = (state, images, labels, perm, cursor, step_key, batch_size)
+        if k == 1:
+            state, cursor, metrics = gan_step_at(*args)
+        else:
+            state, cursor, metrics = gan_steps_at(*args, steps=k)
         if on_step is not None:
-            on_step()
+            on_step(k)
     params = (state.g.params, state.d.params)
     return state, {
         **metrics,
         "first_bad_step": cursor[1],
         "params_finite": health.all_finite(params),
     }
+
+
+def call_sizes(steps: int, per_call: int) -> list[int]:
+    """`steps` split into calls of `per_call` steps, then single steps for the rest."""
+    if per_call <= 1:
+        return [1] * steps
+    return [per_call] * (steps // per_call) + [1] * (steps % per_call)
 
 
 @partial(jax.jit, static_argnames=("n", "latent_dim"))

@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from gr_jax import checkpoints, gan, health, loop, replay, solver
+from gr_jax import checkpoints, gan, health, loop, replay, solver, timing
 from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
 from gr_jax.loop import GAN_CURVES, RunState, TaskData
 
@@ -37,6 +37,7 @@ class Programs:
     solver_epoch: Callable
     hits: Callable
     gan_step: Callable
+    gan_steps: Callable
     permutations: Callable
     new_gans: Callable
     generate: Callable
@@ -62,6 +63,15 @@ def programs(cfg: Config, capacity: int) -> Programs:
             )
         ),
         gan_step=jax.jit(jax.vmap(functools.partial(gan.gan_step_at, batch_size=cfg.gan_batch))),
+        gan_steps=jax.jit(
+            jax.vmap(
+                functools.partial(
+                    gan.gan_steps_at,
+                    batch_size=cfg.gan_batch,
+                    steps=gan.steps_per_call(cfg.gan_scan),
+                )
+            )
+        ),
         permutations=jax.jit(
             jax.vmap(lambda k, n: solver.valid_permutation(k, n, capacity), in_axes=(0, None))
         ),
@@ -113,16 +123,19 @@ def seed_slice(tree: Any, i: int) -> Any:
     return jax.tree_util.tree_map(lambda a: a[i], tree)
 
 
-def _gan_epoch(p: Programs, g: gan.GANState, x, y, n: int, keys, batch: int, on_step):
+def _gan_epoch(
+    p: Programs, g: gan.GANState, x, y, n: int, keys, batch: int, per_call: int, on_step
+):
     pairs = jax.vmap(jax.random.split)(keys)  # as gan.train_epoch: perm key, step key
     perm = p.permutations(pairs[:, 0], jnp.asarray(n))
     step_keys = pairs[:, 1]
     s = keys.shape[0]
     cursor = (jnp.zeros((s,), jnp.int32), jnp.full((s,), health.NO_BAD_STEP, jnp.int32))
     m: dict = {}
-    for _ in range(n // batch):
-        g, cursor, m = p.gan_step(g, x, y, perm, cursor, step_keys)
-        on_step()
+    for k in gan.call_sizes(n // batch, per_call):
+        step = p.gan_step if k == 1 else p.gan_steps
+        g, cursor, m = step(g, x, y, perm, cursor, step_keys)
+        on_step(k)
     params = (g.g.params, g.d.params)
     return g, {**m, "first_bad_step": cursor[1], "params_finite": p.all_finite(params)}
 
@@ -206,7 +219,15 @@ def run_task(
         with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
             for e in range(epochs):
                 g, m = _gan_epoch(
-                    p, g, xs, ys, n, p.fold_in(train_keys, e), cfg.gan_batch, bar.update
+                    p,
+                    g,
+                    xs,
+                    ys,
+                    n,
+                    p.fold_in(train_keys, e),
+                    cfg.gan_batch,
+                    gan.steps_per_call(cfg.gan_scan),
+                    bar.update,
                 )
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
                 for i, h in enumerate(histories):
@@ -272,7 +293,10 @@ def run(
         histories = meta["histories"]
         tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
     for t in tqdm(range(histories[0]["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
-        state = run_task(cfg, t, state, data, histories, bars)
+        with timing.compile_seconds() as compile_time:
+            state = run_task(cfg, t, state, data, histories, bars)
+        for h in histories:
+            h["timings"][-1]["compile"] = compile_time[0]  # part of the phases, as in loop
         if mngr is not None:
             tick = time.perf_counter()
             checkpoints.save(mngr, t + 1, state, {"histories": histories})

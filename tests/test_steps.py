@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gr_jax import gan, solver
 
@@ -104,3 +105,23 @@ def test_chunked_discriminator_step_equals_the_plain_one():
     # by a fraction of lr (2e-4), so compare to a quarter of one update.
     for x, y in zip(jax.tree_util.tree_leaves((a.g, a.d)), jax.tree_util.tree_leaves((b.g, b.d))):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=5e-5)
+
+
+def test_scanned_gan_steps_equal_the_loop_of_steps():
+    """`gan_scan` (several steps per dispatched program, for accelerators) is a speed option:
+    the same steps with the same keys, so the same GAN as one step per call."""
+    data = jnp.concatenate([_target()] * 2)[:224]  # 7 steps of 32: calls of 3, 3, then 1
+    ys = jnp.zeros((224,), jnp.int32)
+    out = {}
+    for per_call in (1, 3):
+        state = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5)
+        calls = []
+        state, m = gan.train_epoch(
+            state, data, ys, 224, jax.random.PRNGKey(5), 32, calls.append, per_call
+        )
+        out[per_call] = (jax.tree_util.tree_leaves(state.g.params), float(m["d_loss"]), calls)
+    assert out[1][2] == [1] * 7 and out[3][2] == [3, 3, 1]
+    for x, y in zip(out[1][0], out[3][0]):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+    assert out[1][1] == pytest.approx(out[3][1], abs=1e-6)
+    assert gan.call_sizes(7, 50) == [1] * 7 and gan.steps_per_call(5) == 5
