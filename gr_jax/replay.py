@@ -16,7 +16,7 @@ from flax.training.train_state import TrainState
 
 from gr_jax import health
 from gr_jax.gan import GenState, balanced_labels, sample
-from gr_jax.solver import ReplayLoss, predict, train_step, valid_permutation
+from gr_jax.solver import ReplayLoss, train_step, valid_permutation
 
 
 def teacher_targets(
@@ -41,8 +41,6 @@ def sample_and_label(
     """`n` generated images (of classes `gen_labels` if the generator is conditional), the
     solver's argmax labels for them, and its soft targets (None at temperature 0)."""
     images = sample(g, key, n, latent_dim, gen_labels)
-    if temperature == 0:
-        return images, predict(solver, images), None
     return images, *teacher_targets(solver, images, temperature)
 
 
