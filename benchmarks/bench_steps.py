@@ -196,7 +196,7 @@ def main() -> None:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             env["torch_device_name"] = torch.cuda.get_device_name()
-    per_call = gan.steps_per_call(args.gan_scan)
+    per_call = gan.scan_steps(args.gan_scan)
     env["gan_steps_per_call"] = per_call
     print(
         f"# device: {env['device_kind']} x{env['device_count']} ({env['backend']}), "

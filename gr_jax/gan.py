@@ -201,7 +201,7 @@ def gan_steps_at(
     return step_at(state, images, labels, perm, cursor, key, batch_size)
 
 
-def steps_per_call(requested: int) -> int:
+def scan_steps(requested: int) -> int:
     """GAN steps per dispatched program: `requested`, or for 0 (auto) one on CPU, where conv
     nets inside `lax.scan` lose XLA's fast convolutions (7-12x slower), and 50 elsewhere."""
     if requested > 0:

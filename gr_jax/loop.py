@@ -320,7 +320,7 @@ def gan_phase(
                 jax.random.fold_in(train_key, e),
                 cfg.gan_batch,
                 on_step=bar.update,
-                steps_per_call=gan.steps_per_call(cfg.gan_scan),
+                steps_per_call=gan.scan_steps(cfg.gan_scan),
             )
             health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
             _fault_point(t, "gan")

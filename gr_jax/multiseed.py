@@ -68,7 +68,7 @@ def programs(cfg: Config, capacity: int) -> Programs:
                 functools.partial(
                     gan.gan_steps_at,
                     batch_size=cfg.gan_batch,
-                    steps=gan.steps_per_call(cfg.gan_scan),
+                    steps=gan.scan_steps(cfg.gan_scan),
                 )
             )
         ),
@@ -226,7 +226,7 @@ def run_task(
                     n,
                     p.fold_in(train_keys, e),
                     cfg.gan_batch,
-                    gan.steps_per_call(cfg.gan_scan),
+                    gan.scan_steps(cfg.gan_scan),
                     bar.update,
                 )
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")

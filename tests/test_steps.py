@@ -124,4 +124,4 @@ def test_scanned_gan_steps_equal_the_loop_of_steps():
     for x, y in zip(out[1][0], out[3][0]):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
     assert out[1][1] == pytest.approx(out[3][1], abs=1e-6)
-    assert gan.call_sizes(7, 50) == [1] * 7 and gan.steps_per_call(5) == 5
+    assert gan.call_sizes(7, 50) == [1] * 7 and gan.scan_steps(5) == 5
