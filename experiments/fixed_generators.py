@@ -8,6 +8,9 @@ time, so a variant costs about a minute instead of ten, and the generator's qual
 equal across variants. With no change ('{}') it reproduces the run's accuracy matrix exactly
 (same keys, same generators). Changing a generator field has no effect here: the generators
 are the saved ones.
+
+Every variant's accuracy matrix is recorded in `experiments/results/tuning/fixed-generators.json`
+(by run directory name, then the change as given).
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from gr_jax import loop, metrics, runs, solver
+
+RECORD = Path(__file__).resolve().parent / "results" / "tuning" / "fixed-generators.json"
 
 
 def solver_only(run_dir: str, changes: dict) -> np.ndarray:
@@ -49,7 +55,15 @@ def main() -> None:
         sys.exit(__doc__)
     run_dir = sys.argv[1]
     for arg in sys.argv[2:]:
-        r = solver_only(run_dir, json.loads(arg))
+        changes = json.loads(arg)
+        r = solver_only(run_dir, changes)
+        record = json.loads(RECORD.read_text()) if RECORD.exists() else {}
+        record.setdefault(Path(run_dir).name, {})[json.dumps(changes, sort_keys=True)] = {
+            "acc": float(metrics.acc(r)),
+            "bwt": float(metrics.bwt(r)),
+            "r_test": r.tolist(),
+        }
+        RECORD.write_text(json.dumps(record, indent=1))
         print(
             f"{arg}: ACC {metrics.acc(r):.4f} BWT {metrics.bwt(r):.4f} last row "
             f"{np.round(r[-1], 3).tolist()}",

@@ -70,6 +70,7 @@ class Config:
     fresh_replay: bool = False  # new replay images for every solver batch, inside the step
     keep_generator: bool = False  # continue training the previous GAN instead of a reset
     gan_loss: str = "ns"  # "ns" (non-saturating, the method) or "hinge"
+    gan_ema: float = 0.0  # > 0: replay is drawn from an EMA of the generator's weights (decay)
 
     @property
     def num_tasks(self) -> int:
@@ -147,6 +148,7 @@ def validate(cfg: Config) -> Config:
         cfg.replay_weighting in WEIGHTINGS,
         f"replay_weighting must be one of {WEIGHTINGS}, got {cfg.replay_weighting!r}",
     )
+    need(0.0 <= cfg.gan_ema < 1.0, f"gan_ema must be in [0, 1), got {cfg.gan_ema}")
     need(cfg.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
     need(0.0 < cfg.replay_share < 1.0, f"replay_share must be in (0, 1), got {cfg.replay_share}")
     need(
@@ -212,6 +214,7 @@ BEYOND_OFF: dict[str, Any] = {
     "fresh_replay": False,
     "keep_generator": False,
     "gan_loss": "ns",
+    "gan_ema": 0.0,
 }
 
 PRESETS: dict[str, Config] = {

@@ -30,6 +30,26 @@ class GenState(TrainState):
 
     batch_stats: Any = None
 
+    def update_ema(self) -> GenState:
+        return self
+
+
+class EMAGenState(GenState):
+    """A generator that also keeps `ema_params`, an exponential moving average of its weights
+    (decay `ema_decay`) updated after every step; sampling uses it (averaged weights smooth out
+    the oscillation of a GAN's last iterate). A subclass, so that runs without an EMA keep the
+    state structure, and the checkpoints, they always had."""
+
+    ema_params: Any = None
+    ema_decay: float = struct.field(pytree_node=False, default=0.999)
+
+    def update_ema(self) -> EMAGenState:
+        d = self.ema_decay
+        ema = jax.tree_util.tree_map(
+            lambda e, p: d * e + (1.0 - d) * p, self.ema_params, self.params
+        )
+        return self.replace(ema_params=ema)
+
 
 class GANState(struct.PyTreeNode):
     g: GenState
@@ -58,19 +78,25 @@ def create_gan_state(
     d_chunks: int = 1,
     num_classes: int = 0,
     loss: str = "ns",
+    ema: float = 0.0,
 ) -> GANState:
-    """A freshly initialised GAN (the method resets the generator before every task)."""
+    """A freshly initialised GAN (the method resets the generator before every task); with
+    `ema` > 0 its generator also keeps an EMA of its weights with that decay."""
     gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes)
     kg, kd = jax.random.split(key)
     y0 = jnp.zeros((1,), jnp.int32)
     g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), y0, train=False)
     d_vars = disc.init(kd, jnp.zeros((1, 28, 28, 1)), y0)
-    g = GenState.create(
-        apply_fn=gen.apply,
-        params=g_vars["params"],
-        tx=tx,
-        batch_stats=g_vars.get("batch_stats", {}),
-    )
+    parts = dict(apply_fn=gen.apply, params=g_vars["params"], tx=tx)
+    batch_stats = g_vars.get("batch_stats", {})
+    if ema > 0:
+        # a copy: params and ema_params are donated to the step as separate buffers
+        ema_params = jax.tree_util.tree_map(jnp.copy, g_vars["params"])
+        g = EMAGenState.create(
+            **parts, batch_stats=batch_stats, ema_params=ema_params, ema_decay=ema
+        )
+    else:
+        g = GenState.create(**parts, batch_stats=batch_stats)
     d = TrainState.create(apply_fn=disc.apply, params=d_vars["params"], tx=tx)
     return GANState(
         g=g, d=d, latent_dim=latent_dim, d_chunks=d_chunks, num_classes=num_classes, loss=loss
@@ -149,6 +175,7 @@ def gan_step(
     g_loss = sum(p[0] for p in parts)
     (g_grads,) = g_vjp(jnp.concatenate([p[1] for p in parts]))
     g = state.g.apply_gradients(grads=g_grads, batch_stats=g_updates.get("batch_stats", {}))
+    g = g.update_ema()
     metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake_p}
     return state.replace(g=g, d=d), metrics
 
@@ -257,9 +284,16 @@ def sample(
     g: GenState, key: jax.Array, n: int, latent_dim: int, labels: jnp.ndarray | None = None
 ) -> jnp.ndarray:
     """`n` images from the generator in inference mode (BatchNorm running averages); a
-    conditional generator needs their `labels`."""
+    conditional generator needs their `labels`.
+
+    With an EMA the EMA weights are used, and BatchNorm normalises by the batch's own statistics:
+    the running averages belong to the raw weights' activations, not to the averaged ones."""
     z = jax.random.normal(key, (n, latent_dim))
-    return g.apply_fn({"params": g.params, "batch_stats": g.batch_stats}, z, labels, train=False)
+    if not isinstance(g, EMAGenState):
+        variables = {"params": g.params, "batch_stats": g.batch_stats}
+        return g.apply_fn(variables, z, labels, train=False)
+    variables = {"params": g.ema_params, "batch_stats": g.batch_stats}
+    return g.apply_fn(variables, z, labels, train=True, mutable=["batch_stats"])[0]
 
 
 def balanced_labels(

@@ -119,6 +119,7 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         cfg.d_chunks,
         num_classes=cfg.num_classes if cfg.conditional else 0,
         loss=cfg.gan_loss,
+        ema=cfg.gan_ema,
     )
 
 
@@ -459,7 +460,10 @@ def make_results(
         **history,
         "memory": {
             "solver_param_bytes": metrics.tree_bytes(state.solver.params),
-            "generator_param_bytes": metrics.tree_bytes(state.gan.g.params),
+            # with an EMA, replay needs its weights as well (and training the raw ones)
+            "generator_param_bytes": metrics.tree_bytes(
+                (state.gan.g.params, getattr(state.gan.g, "ema_params", None))
+            ),
             "discriminator_param_bytes": metrics.tree_bytes(state.gan.d.params),
             "real_data_bytes_float32_after_task": (seen * 28 * 28 * 4).tolist(),
             "real_data_bytes_uint8_after_task": (seen * 28 * 28).tolist(),

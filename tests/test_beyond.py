@@ -1,5 +1,5 @@
 """The options beyond the original method: conditional GAN, soft targets, replay weighting,
-fresh replay, keeping the generator, hinge loss."""
+fresh replay, keeping the generator, hinge loss, an EMA of the generator."""
 
 import dataclasses
 
@@ -149,6 +149,37 @@ def test_fresh_replay_trains_on_the_teachers_labels():
     assert (np.asarray(solver.predict(student, x)) == 0).mean() > 0.9
 
 
+def test_generator_ema_averages_the_weights_and_is_what_replay_samples():
+    data = _shapes()
+    labels = jnp.zeros((128,), jnp.int32)
+    make = lambda ema: gan.create_gan_state(  # noqa: E731
+        jax.random.PRNGKey(0), "mlp", 16, 16, 2e-3, 0.5, ema=ema
+    )
+    plain, with_ema = make(0.0), make(0.9)
+    assert not isinstance(plain.g, gan.EMAGenState)
+    key = jax.random.PRNGKey(1)
+    ema0 = with_ema.g.ema_params
+    plain, _ = gan.gan_step(plain, data[:64], labels[:64], key)
+    stepped, _ = gan.gan_step(with_ema, data[:64], labels[:64], key)
+    # the raw weights take the same step as without an EMA; the EMA moves 10% of the way
+    same = jax.tree_util.tree_map(np.allclose, plain.g.params, stepped.g.params)
+    assert all(jax.tree_util.tree_leaves(same))
+    expected = jax.tree_util.tree_map(lambda e, p: 0.9 * e + 0.1 * p, ema0, stepped.g.params)
+    close = jax.tree_util.tree_map(
+        lambda a, b: np.allclose(a, b, atol=1e-7), expected, stepped.g.ema_params
+    )
+    assert all(jax.tree_util.tree_leaves(close))
+    z_key = jax.random.PRNGKey(5)
+    from_ema = gan.sample(stepped.g, z_key, 8, 16)
+    as_plain = lambda params: gan.GenState.create(  # noqa: E731
+        apply_fn=stepped.g.apply_fn, params=params, tx=stepped.g.tx, batch_stats={}
+    )
+    from_raw = gan.sample(as_plain(stepped.g.params), z_key, 8, 16)
+    by_hand = gan.sample(as_plain(stepped.g.ema_params), z_key, 8, 16)
+    np.testing.assert_array_equal(from_ema, by_hand)
+    assert not np.allclose(from_ema, from_raw)
+
+
 def test_keep_generator_continues_the_previous_gan():
     cfg = tiny_config(keep_generator=True, gen_epochs=(1, 0))
     data = loop.prepare_data(cfg)
@@ -174,6 +205,7 @@ def test_all_options_together_run_end_to_end(tmp_path):
         fresh_replay=True,
         keep_generator=True,
         gan_loss="hinge",
+        gan_ema=0.9,
     )
     r = loop.run(cfg, tmp_path / "run", bars=False)
     assert np.isfinite(r["test"]["acc"]) and r["r_test"][1][1] > 0.5
@@ -190,6 +222,7 @@ def test_all_options_together_run_end_to_end(tmp_path):
         ({"replay_share": 1.0}, "replay_share"),
         ({"soft_targets": -1.0}, "soft_targets"),
         ({"gan_loss": "wgan"}, "gan_loss"),
+        ({"gan_ema": 1.0}, "gan_ema"),
         ({"conditional": True, "replay": "none"}, "conditional needs replay='generative'"),
         ({"fresh_replay": True, "solver_batch": 63}, "even"),
         ({"conditional": 1}, "conditional must be bool"),
