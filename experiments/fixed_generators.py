@@ -20,7 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from gr_jax import loop, metrics, runs, solver
@@ -40,7 +39,7 @@ def solver_only(run_dir: str, changes: dict) -> np.ndarray:
     for t in range(cfg.num_tasks):
         g = saved[t].gan if t > 0 else state.gan  # the generator trained after task t
         previous = loop.RunState(solver=state.solver, gan=g, key=state.key)
-        key, k_replay, k_solver, _ = jax.random.split(state.key, 4)  # as loop._run_phases
+        key, k_replay, k_solver, _ = loop.task_keys(state.key)
         train, _ = loop.replay_phase(cfg, t, previous, data, k_replay)
         s, _ = loop.solver_phase(cfg, t, previous, train, data, k_solver, history, False)
         state = loop.RunState(solver=s, gan=g, key=key)

@@ -236,6 +236,12 @@ def scan_steps(requested: int) -> int:
     return 1 if jax.default_backend() == "cpu" else 50
 
 
+def epoch_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(shuffling key, step key) of one GAN epoch; step k's latents use fold_in(step key, k)."""
+    perm_key, step_key = jax.random.split(key)
+    return perm_key, step_key
+
+
 def train_epoch(
     state: GANState,
     images: jnp.ndarray,
@@ -252,7 +258,7 @@ def train_epoch(
     an epoch's length never changes a compiled shape). Metrics are returned as device arrays
     from the last step, so no step waits on the host; `on_step(k)` is told of every k steps.
     """
-    perm_key, step_key = jax.random.split(key)
+    perm_key, step_key = epoch_keys(key)
     perm = valid_permutation(perm_key, jnp.asarray(n_valid), images.shape[0])
     cursor = (jnp.zeros((), jnp.int32), jnp.asarray(health.NO_BAD_STEP, jnp.int32))
     metrics: dict = {}

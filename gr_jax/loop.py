@@ -156,6 +156,36 @@ def state_from_key(cfg: Config, key: jax.Array) -> RunState:
     )
 
 
+def task_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(key carried to the next task, replay key, solver key, GAN key) of one task. Every run,
+    single- or multi-seed (vmapped), derives its keys here, so a seed's numbers never depend on
+    how it was run."""
+    key, k_replay, k_solver, k_gan = jax.random.split(key, 4)
+    return key, k_replay, k_solver, k_gan
+
+
+def gan_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(initialisation key, training key) of a task's GAN phase."""
+    init_key, train_key = jax.random.split(key)
+    return init_key, train_key
+
+
+def solver_curve(t: int, e: int, m: dict, val: Any) -> dict[str, Any]:
+    """A row of `solver_curves`: one seed's metrics after solver epoch `e` of task `t`."""
+    return {
+        "task": t,
+        "epoch": e,
+        "loss": float(m["loss"]),
+        "train_accuracy": float(m["accuracy"]),
+        "val_accuracy": np.asarray(val).tolist(),
+    }
+
+
+def gan_curve(t: int, e: int, m: dict) -> dict[str, Any]:
+    """A row of `gan_curves`: one seed's last-step GAN metrics of epoch `e` of task `t`."""
+    return {"task": t, "epoch": e, **{k: float(m[k]) for k in GAN_CURVES}}
+
+
 def _accuracies(state: TrainState, data: TaskData, cfg: Config) -> tuple[list, list]:
     val = solver.task_accuracies(state, data.val_x, data.val_y, data.task_of_class, cfg.num_tasks)
     test = solver.task_accuracies(
@@ -282,15 +312,7 @@ def solver_phase(
         tick = time.perf_counter()
         health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
         val = solver.task_accuracies(s, data.val_x, data.val_y, data.task_of_class, cfg.num_tasks)
-        history["solver_curves"].append(
-            {
-                "task": t,
-                "epoch": e,
-                "loss": float(m["loss"]),
-                "train_accuracy": float(m["accuracy"]),
-                "val_accuracy": np.asarray(val).tolist(),
-            }
-        )
+        history["solver_curves"].append(solver_curve(t, e, m, val))
         eval_time += time.perf_counter() - tick
     return s, eval_time
 
@@ -306,7 +328,7 @@ def gan_phase(
 ) -> gan.GANState:
     """Reset the GAN (or, with keep_generator, continue from the previous one), then train it
     on the mix."""
-    init_key, train_key = jax.random.split(key)
+    init_key, train_key = gan_keys(key)
     g = previous if cfg.keep_generator and t > 0 else new_gan(cfg, init_key)
     n_epochs = cfg.gen_epochs_for(t)
     n = train.n
@@ -325,9 +347,7 @@ def gan_phase(
             )
             health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
             _fault_point(t, "gan")
-            history["gan_curves"].append(
-                {"task": t, "epoch": e, **{k: float(m[k]) for k in GAN_CURVES}}
-            )
+            history["gan_curves"].append(gan_curve(t, e, m))
     return jax.block_until_ready(g)
 
 
@@ -345,7 +365,7 @@ def run_task(
 def _run_phases(
     cfg: Config, t: int, state: RunState, data: TaskData, history: dict, bars: bool
 ) -> RunState:
-    key, k_replay, k_solver, k_gan = jax.random.split(state.key, 4)
+    key, k_replay, k_solver, k_gan = task_keys(state.key)
     timings: dict[str, float] = {}
 
     _fault_point(t, "generate")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from gr_jax import checkpoints, gan, health, loop, replay, solver, timing
 from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
-from gr_jax.loop import GAN_CURVES, RunState, TaskData
+from gr_jax.loop import RunState, TaskData
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def programs(cfg: Config, capacity: int) -> Programs:
         ),
         mix=jax.jit(jax.vmap(replay.mix, in_axes=(None, None, None, 0, 0))),
         all_finite=jax.jit(jax.vmap(health.all_finite)),
-        split=jax.jit(jax.vmap(lambda k: jax.random.split(k, 4))),
+        split=jax.jit(jax.vmap(loop.task_keys)),
         fold_in=jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None))),
     )
 
@@ -126,9 +126,8 @@ def seed_slice(tree: Any, i: int) -> Any:
 def _gan_epoch(
     p: Programs, g: gan.GANState, x, y, n: int, keys, batch: int, per_call: int, on_step
 ):
-    pairs = jax.vmap(jax.random.split)(keys)  # as gan.train_epoch: perm key, step key
-    perm = p.permutations(pairs[:, 0], jnp.asarray(n))
-    step_keys = pairs[:, 1]
+    perm_keys, step_keys = jax.vmap(gan.epoch_keys)(keys)
+    perm = p.permutations(perm_keys, jnp.asarray(n))
     s = keys.shape[0]
     cursor = (jnp.zeros((s,), jnp.int32), jnp.full((s,), health.NO_BAD_STEP, jnp.int32))
     m: dict = {}
@@ -152,8 +151,7 @@ def run_task(
     cap = loop.capacity(cfg, data)
     p = programs(cfg, cap)
     seeds = len(histories)
-    keys = p.split(state.key)
-    key, k_replay, k_solver, k_gan = (keys[:, i] for i in range(4))
+    key, k_replay, k_solver, k_gan = p.split(state.key)
     timings: dict[str, float] = {}
 
     tick = time.perf_counter()
@@ -188,15 +186,7 @@ def run_task(
         health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
         val = solver.accuracies(p.hits(s, data.val_x, data.val_y, data.task_of_class))
         for i, h in enumerate(histories):
-            h["solver_curves"].append(
-                {
-                    "task": t,
-                    "epoch": e,
-                    "loss": float(m["loss"][i]),
-                    "train_accuracy": float(m["accuracy"][i]),
-                    "val_accuracy": val[i].tolist(),
-                }
-            )
+            h["solver_curves"].append(loop.solver_curve(t, e, seed_slice(m, i), val[i]))
         eval_time += time.perf_counter() - tock
     timings["solver"] = time.perf_counter() - tick - eval_time
 
@@ -211,9 +201,8 @@ def run_task(
     tick = time.perf_counter()
     g = state.gan
     if cfg.replay == "generative":
-        pairs = jax.vmap(jax.random.split)(k_gan)  # as loop.gan_phase: init key, train key
-        g = p.new_gans(pairs[:, 0])
-        train_keys = pairs[:, 1]
+        init_keys, train_keys = jax.vmap(loop.gan_keys)(k_gan)
+        g = p.new_gans(init_keys)
         epochs = cfg.gen_epochs_for(t)
         total = epochs * (n // cfg.gan_batch)
         with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
@@ -231,9 +220,7 @@ def run_task(
                 )
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
                 for i, h in enumerate(histories):
-                    h["gan_curves"].append(
-                        {"task": t, "epoch": e, **{k: float(m[k][i]) for k in GAN_CURVES}}
-                    )
+                    h["gan_curves"].append(loop.gan_curve(t, e, seed_slice(m, i)))
         jax.block_until_ready(g)
     timings["gan"] = time.perf_counter() - tick
 
