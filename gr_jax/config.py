@@ -58,6 +58,9 @@ class Config:
     gan_lr: float = 2e-4
     gan_beta1: float = 0.5
     d_chunks: int = 4  # the D batch is split into independent chunks in the step (CPU speed)
+    # minibatch-std channel in D (an architecture choice the method leaves open): against the
+    # mode dropping of the unconditional GAN
+    d_mbstd: bool = False
     # GAN steps per dispatched program (a lax.scan); 0 = auto: 1 on CPU, 50 on accelerators
     gan_scan: int = 0
     # beyond the original method (all off in the `seed` preset)
@@ -147,6 +150,10 @@ def validate(cfg: Config) -> Config:
     need(
         cfg.replay_weighting in WEIGHTINGS,
         f"replay_weighting must be one of {WEIGHTINGS}, got {cfg.replay_weighting!r}",
+    )
+    need(
+        not cfg.d_mbstd or cfg.gan_batch // cfg.d_chunks >= 2,
+        "d_mbstd needs at least 2 images in each discriminator chunk (gan_batch / d_chunks)",
     )
     need(0.0 <= cfg.gan_ema < 1.0, f"gan_ema must be in [0, 1), got {cfg.gan_ema}")
     need(cfg.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")

@@ -61,10 +61,12 @@ class GANState(struct.PyTreeNode):
 
 
 @functools.cache
-def _gan_parts(kind: str, width: int, lr: float, beta1: float, num_classes: int = 0):
+def _gan_parts(
+    kind: str, width: int, lr: float, beta1: float, num_classes: int = 0, mbstd: bool = False
+):
     """Modules and optimizer, made once per setting: they are static parts of the train states,
     so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
-    gen, disc = make_gan(kind, width, num_classes)
+    gen, disc = make_gan(kind, width, num_classes, mbstd)
     return gen, disc, optax.adam(lr, b1=beta1)
 
 
@@ -79,10 +81,12 @@ def create_gan_state(
     num_classes: int = 0,
     loss: str = "ns",
     ema: float = 0.0,
+    mbstd: bool = False,
 ) -> GANState:
     """A freshly initialised GAN (the method resets the generator before every task); with
-    `ema` > 0 its generator also keeps an EMA of its weights with that decay."""
-    gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes)
+    `ema` > 0 its generator also keeps an EMA of its weights with that decay; with `mbstd` its
+    discriminator sees each batch's feature spread."""
+    gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes, mbstd)
     kg, kd = jax.random.split(key)
     y0 = jnp.zeros((1,), jnp.int32)
     g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), y0, train=False)

@@ -120,6 +120,7 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         num_classes=cfg.num_classes if cfg.conditional else 0,
         loss=cfg.gan_loss,
         ema=cfg.gan_ema,
+        mbstd=cfg.d_mbstd,
     )
 
 

@@ -90,16 +90,28 @@ class ConvGenerator(nn.Module):
         return jnp.tanh(SubPixelUp(1, self.kernel)(x))
 
 
+def minibatch_std(x: jnp.ndarray) -> jnp.ndarray:
+    """`x` with one more channel (last axis): the mean over features of their standard deviation
+    across the batch (Karras et al. 2018). It lets the discriminator see a batch's diversity, so
+    a generator that drops modes, and makes too-similar batches, is caught."""
+    spread = jnp.mean(jnp.sqrt(jnp.var(x, axis=0) + 1e-8))
+    return jnp.concatenate([x, jnp.full((*x.shape[:-1], 1), spread, x.dtype)], -1)
+
+
 class ConvDiscriminator(nn.Module):
-    """DCGAN-like: 28x28x1 -> 14x14xw -> 7x7x(2w) -> logit, LeakyReLU(0.2), no normalisation."""
+    """DCGAN-like: 28x28x1 -> 14x14xw -> 7x7x(2w) -> logit, LeakyReLU(0.2), no normalisation;
+    with `mbstd`, the 7x7 features get a minibatch-std channel before the logit."""
 
     width: int = 64
     num_classes: int = 0
+    mbstd: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None) -> jnp.ndarray:
         x = nn.leaky_relu(nn.Conv(self.width, (4, 4), strides=2, padding="SAME")(x), 0.2)
         x = nn.leaky_relu(nn.Conv(2 * self.width, (4, 4), strides=2, padding="SAME")(x), 0.2)
+        if self.mbstd:
+            x = minibatch_std(x)
         return projection_logit(x.reshape(x.shape[0], -1), y, self.num_classes)
 
 
@@ -120,26 +132,35 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """784 -> 512 -> 256 -> logit, LeakyReLU(0.2)."""
+    """784 -> 512 -> 256 -> logit, LeakyReLU(0.2); `mbstd` as in the conv discriminator."""
 
     hidden: Sequence[int] = (512, 256)
     num_classes: int = 0
+    mbstd: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None) -> jnp.ndarray:
         x = x.reshape(x.shape[0], -1)
         for h in self.hidden:
             x = nn.leaky_relu(nn.Dense(h)(x), 0.2)
+        if self.mbstd:
+            x = minibatch_std(x)
         return projection_logit(x, y, self.num_classes)
 
 
-def make_gan(kind: str, width: int = 64, num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) for `kind` "conv" or "mlp"; conditional if num_classes > 0."""
+def make_gan(
+    kind: str, width: int = 64, num_classes: int = 0, mbstd: bool = False
+) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) for `kind` "conv" or "mlp"; conditional if num_classes > 0;
+    a minibatch-std discriminator if `mbstd`."""
     if kind == "conv":
         return (
             ConvGenerator(width, num_classes=num_classes),
-            ConvDiscriminator(width, num_classes=num_classes),
+            ConvDiscriminator(width, num_classes=num_classes, mbstd=mbstd),
         )
     if kind == "mlp":
-        return MLPGenerator(num_classes=num_classes), MLPDiscriminator(num_classes=num_classes)
+        return (
+            MLPGenerator(num_classes=num_classes),
+            MLPDiscriminator(num_classes=num_classes, mbstd=mbstd),
+        )
     raise ValueError(f"unknown GAN kind {kind!r}")

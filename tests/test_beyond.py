@@ -223,6 +223,7 @@ def test_all_options_together_run_end_to_end(tmp_path):
         ({"soft_targets": -1.0}, "soft_targets"),
         ({"gan_loss": "wgan"}, "gan_loss"),
         ({"gan_ema": 1.0}, "gan_ema"),
+        ({"d_mbstd": True, "gan_batch": 8, "d_chunks": 8}, "d_mbstd"),
         ({"conditional": True, "replay": "none"}, "conditional needs replay='generative'"),
         ({"fresh_replay": True, "solver_batch": 63}, "even"),
         ({"conditional": 1}, "conditional must be bool"),

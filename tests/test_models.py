@@ -31,3 +31,19 @@ def test_shapes_and_output_ranges():
     # 784*32+32 + 32*10+10 parameters
     n = sum(x.size for x in jax.tree_util.tree_leaves(sv))
     assert n == 784 * 32 + 32 + 32 * 10 + 10
+
+
+def test_minibatch_std_discriminator_sees_the_rest_of_the_batch():
+    key = jax.random.PRNGKey(0)
+    batch = jax.random.uniform(key, (8, 28, 28, 1), minval=-1, maxval=1)
+    same_first = batch.at[1:].set(batch[0])  # image 0 in a batch with no diversity
+    for kind in ("conv", "mlp"):
+        plain, mbstd = models.make_gan(kind, 8)[1], models.make_gan(kind, 8, mbstd=True)[1]
+        for d, depends in ((plain, False), (mbstd, True)):
+            v = d.init(key, batch)
+            a, b = d.apply(v, batch)[0], d.apply(v, same_first)[0]
+            # image 0 is the same in both batches: only the minibatch-std D may score it apart
+            assert (abs(float(a) - float(b)) > 1e-5) == depends, (kind, depends)
+    # the extra channel: near 0 for identical images, the spread for varied ones
+    assert float(models.minibatch_std(jnp.ones((4, 3)))[0, -1]) < 1e-3
+    assert float(models.minibatch_std(batch)[0, 0, 0, -1]) > 0.3
