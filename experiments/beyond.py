@@ -64,6 +64,7 @@ GROUPS = {
     **{k: (lambda c=c: c) for k, c in _ablation_groups().items()},
     "best": lambda: preset("best"),  # = the ablation's last step, learning rates tuned
     "best+hinge": lambda: preset("best", gan_loss="hinge"),
+    "best+mbstd": lambda: preset("best", d_mbstd=True),
     "fashion-seed": lambda: _fashion("seed"),
     "fashion-best": lambda: _fashion("best"),
     "fashion-finetune": lambda: _fashion("seed", replay="none"),

@@ -45,6 +45,7 @@ GROUPS = {
     "gr-conv-12k": lambda: preset("seed", n_gen=12_000),
     "gr-conv-120k": lambda: preset("seed", n_gen=120_000),
     "gr-mlp-12k": lambda: preset("seed", n_gen=12_000, gan="mlp"),
+    "gr-conv-12k-tuned": lambda: preset("tuned"),
     "finetune": lambda: preset("seed", replay="none"),
     "joint": lambda: preset("seed", replay="joint"),
     "exact-12k": lambda: preset("seed", replay="exact", buffer_size=12_000),
