@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from gr_jax.config import PRESETS, Config, ConfigError, diff, preset, validate
+from gr_jax.config import BEYOND_OFF, PRESETS, Config, ConfigError, diff, preset, validate
 
 
 def test_presets_are_valid():
@@ -15,6 +15,28 @@ def test_seed_preset_is_the_method_as_described():
     assert cfg.tasks == ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
     assert cfg.dataset == "mnist" and cfg.gan == "conv" and cfg.replay == "generative"
     assert cfg.n_gen == 12_000
+
+
+# what the method leaves open: architectures, epochs, learning rates, latent size
+LEFT_OPEN = {
+    "solver_hidden",
+    "solver_epochs",
+    "solver_lr",
+    "solver_batch",
+    "gan_width",
+    "d_mbstd",
+    "gen_epochs",
+    "gan_lr",
+    "gan_beta1",
+    "gan_batch",
+    "latent_dim",
+}
+
+
+def test_tuned_preset_changes_only_what_the_method_leaves_open():
+    changed = set(diff(PRESETS["seed"], PRESETS["tuned"]))
+    assert changed and changed <= LEFT_OPEN, changed - LEFT_OPEN
+    assert {k: getattr(PRESETS["tuned"], k) for k in BEYOND_OFF} == BEYOND_OFF
 
 
 def test_gen_epochs_per_task():
