@@ -45,14 +45,9 @@ def diagnose(run_dir: str) -> dict:
     head = sorted(s.params)[-1]
     w = np.asarray(s.params[head]["kernel"])
     norms = np.linalg.norm(w, axis=0)
-    gamma = float(norms[~np.isin(np.arange(cfg.num_classes), new)].mean() / norms[new].mean())
-    aligned = {
-        **s.params,
-        head: {
-            **s.params[head],
-            "kernel": w * np.where(np.isin(np.arange(cfg.num_classes), new), gamma, 1.0),
-        },
-    }
+    is_new = np.isin(np.arange(cfg.num_classes), new)
+    gamma = float(norms[~is_new].mean() / norms[is_new].mean())
+    aligned = {**s.params, head: {**s.params[head], "kernel": w * np.where(is_new, gamma, 1.0)}}
     return {
         "run": Path(run_dir).name,
         "confusion_rows_true_cols_predicted": confusion.tolist(),
