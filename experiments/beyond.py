@@ -5,7 +5,8 @@ the Split Fashion-MNIST benchmark, run in resumable pieces like `study.py`.
     python experiments/beyond.py run GROUP [GROUP ...] --seeds 0,1,2   # runs/beyond/GROUP-sSEED
     python experiments/beyond.py report     # experiments/results/beyond/summary.{json,csv,md}
 
-The ablation adds one option at a time to the seed-faithful preset (n_gen = 12k); its first
+The ablation adds one option at a time to the seed-faithful preset (n_gen = 12k), then the
+two tuned learning rates; `best` adds a minibatch-std discriminator to its last step. Its first
 row is the study's `gr-conv-12k` group (the same config), read from experiments/results/.
 """
 

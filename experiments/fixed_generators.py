@@ -34,7 +34,7 @@ def solver_only(run_dir: str, changes: dict) -> np.ndarray:
     saved = runs.task_states(run_dir)  # {tasks done: state}
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
-    history = loop.empty_history(cfg, [], [])
+    history = loop.empty_history([], [])
     rows = []
     for t in range(cfg.num_tasks):
         g = saved[t].gan if t > 0 else state.gan  # the generator trained after task t

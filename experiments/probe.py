@@ -26,7 +26,7 @@ def probe(name: str, k: int, changes: dict, seed: int) -> list[list[float]]:
     cfg = preset(name, seed=seed, **changes)
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
-    history = loop.empty_history(cfg, [], [])
+    history = loop.empty_history([], [])
     started = time.perf_counter()
     for t in range(k):
         state = loop.run_task(cfg, t, state, data, history)

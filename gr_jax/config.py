@@ -57,7 +57,9 @@ class Config:
     gan_batch: int = 64
     gan_lr: float = 2e-4
     gan_beta1: float = 0.5
-    d_chunks: int = 4  # the D batch is split into independent chunks in the step (CPU speed)
+    # the D batch is split into independent chunks in the step (CPU speed); with d_mbstd the
+    # minibatch std is taken within each chunk, so then it also changes the model
+    d_chunks: int = 4
     # minibatch-std channel in D (an architecture choice the method leaves open): against the
     # mode dropping of the unconditional GAN
     d_mbstd: bool = False

@@ -141,8 +141,9 @@ def _reachable(url: str, timeout: float = 3.0) -> None:
     import socket
     from urllib.parse import urlparse
 
-    host = urlparse(url).hostname or ""
-    socket.create_connection((host, 443), timeout=timeout).close()
+    parts = urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
 
 
 def _download(name: str) -> Path:

@@ -126,7 +126,8 @@ def _sum_over_chunks(fn, chunks: int, *arrays: jnp.ndarray):
 
     The slices are independent ops inside one XLA program, which the CPU runtime runs side by
     side on its cores: for the discriminator's small convolutions this is ~1.2x faster than one
-    big batch. Per-example math is unchanged (D has no batch statistics).
+    big batch. Per-example math is unchanged (D has no batch statistics), except with `d_mbstd`,
+    whose minibatch std is taken within each chunk: there `d_chunks` is part of the model.
     """
     parts = [fn(*xs) for xs in zip(*(jnp.split(a, chunks) for a in arrays))]
     return jax.tree_util.tree_map(lambda *p: sum(p[1:], p[0]), *parts)

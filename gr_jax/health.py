@@ -3,6 +3,8 @@ read by the host once per epoch, so no step waits on a host sync."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +24,7 @@ def note_first_bad(first_bad: jnp.ndarray, step: jnp.ndarray, *values: jnp.ndarr
 
 
 @jax.jit
-def all_finite(tree) -> jnp.ndarray:
+def all_finite(tree: Any) -> jnp.ndarray:
     """True if every leaf of `tree` is finite (one fused device reduction)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
     return jnp.all(jnp.stack(leaves))

@@ -1,5 +1,5 @@
 """The task loop: for each task, generate -> label -> mix -> train the solver -> evaluate ->
-reset and train the generator -> checkpoint.
+reset (or, with keep_generator, continue) and train the generator -> checkpoint.
 
 State flows explicitly: a `RunState` (solver state, GAN state, PRNG key) goes into each task
 and a new one comes out; keys are split, never reused. Data flow one way: config -> data ->
@@ -195,7 +195,8 @@ def _accuracies(state: TrainState, data: TaskData, cfg: Config) -> tuple[list, l
     return np.asarray(val).tolist(), np.asarray(test).tolist()
 
 
-def empty_history(cfg: Config, b_val: list, b_test: list) -> dict[str, Any]:
+def empty_history(b_val: list, b_test: list) -> dict[str, Any]:
+    """A run's history before its first task, given the untrained solver's accuracies (FWT's b)."""
     return {
         "tasks_done": 0,
         "r_val": [],
@@ -355,8 +356,8 @@ def gan_phase(
 def run_task(
     cfg: Config, t: int, state: RunState, data: TaskData, history: dict, bars: bool = False
 ) -> RunState:
-    """Task `t` (0-based): generate + label + mix, train the solver, evaluate, reset and train
-    the generator. Returns the new state; appends this task's rows to `history` (JSON-able)."""
+    """Task `t` (0-based): generate + label + mix, train the solver, evaluate, reset (or keep)
+    and train the generator. Returns the new state; appends this task's rows to `history` (JSON-able)."""
     with timing.compile_seconds() as compile_time:
         new_state = _run_phases(cfg, t, state, data, history, bars)
     history["timings"][-1]["compile"] = compile_time[0]  # part of the phases above
@@ -438,7 +439,7 @@ def run(
     data = prepare_data(cfg)
     state = init_state(cfg)
     b_val, b_test = _accuracies(state.solver, data, cfg)
-    history = empty_history(cfg, b_val, b_test)
+    history = empty_history(b_val, b_test)
 
     mngr = checkpoints.manager(out) if out is not None else None
     if mngr is not None and resume:

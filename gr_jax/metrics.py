@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -32,7 +34,7 @@ def summary(r: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"acc": acc(r), "bwt": bwt(r), "fwt": fwt(r, b)}
 
 
-def tree_bytes(tree) -> int:
+def tree_bytes(tree: Any) -> int:
     """Bytes of all array leaves of a pytree."""
     import jax
 

@@ -42,7 +42,7 @@ class SubPixelUp(nn.Module):
     """2x upsampling as a stride-1 conv to 4*features channels plus depth-to-space.
 
     It can express everything a k4 s2 transposed conv can, and its weight gradient is ~2.5x
-    faster on XLA's CPU backend (see ../shared/notes/jax-cpu-facts.md).
+    faster on XLA's CPU backend (README.md, "Performance notes").
     """
 
     features: int

@@ -4,8 +4,10 @@
 Each seed's keys are derived exactly as in a single-seed run (`PRNGKey(seed)`, the same splits),
 so seed s of a multi-seed run is the single-seed run with seed s, up to floating-point rounding
 of batched kernels (see `tests/test_multiseed.py` for the tolerance). On accelerators this runs
-K seeds for much less than K times the cost; on a 2-core CPU it is about as fast as K runs in
-sequence (the CPU is compute-bound), and its value there is one program and one command.
+K seeds for much less than K times the cost. On a 2-core CPU it pays only while one seed leaves
+the cores waiting (the small MLP GAN: 2 seeds cost 0.9x one); the conv GAN vmapped over seeds
+is slower than the seeds in sequence (its convolutions become grouped convolutions), so there
+prefer `gr-jax sweep` (docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -270,7 +272,7 @@ def run(
     b_val = solver.accuracies(p.hits(state.solver, data.val_x, data.val_y, data.task_of_class))
     b_test = solver.accuracies(p.hits(state.solver, data.test_x, data.test_y, data.task_of_class))
     histories = [
-        loop.empty_history(cfg, b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))
+        loop.empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))
     ]
     mngr = checkpoints.manager(out) if out is not None else None
     if mngr is not None and resume and checkpoints.latest(mngr) is not None:

@@ -8,7 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def validation_curves(results: dict, ax=None, title: str | None = None):
+def validation_curves(
+    results: dict, ax: plt.Axes | None = None, title: str | None = None
+) -> plt.Axes:
     """Validation accuracy on each task after every solver epoch, across all tasks."""
     ax = ax or plt.subplots(figsize=(7, 3.5))[1]
     curves = results["solver_curves"]
@@ -26,7 +28,9 @@ def validation_curves(results: dict, ax=None, title: str | None = None):
     return ax
 
 
-def accuracy_matrix(r: Sequence[Sequence[float]], ax=None, title: str = "test accuracy R[i, j]"):
+def accuracy_matrix(
+    r: Sequence[Sequence[float]], ax: plt.Axes | None = None, title: str = "test accuracy R[i, j]"
+) -> plt.Axes:
     """Heatmap of the accuracy matrix: row i = after task i, column j = task j."""
     r = np.asarray(r)
     ax = ax or plt.subplots(figsize=(4, 3.5))[1]
@@ -42,7 +46,13 @@ def accuracy_matrix(r: Sequence[Sequence[float]], ax=None, title: str = "test ac
     return ax
 
 
-def sample_grid(images, labels=None, ncols: int = 8, ax=None, title: str | None = None):
+def sample_grid(
+    images: np.ndarray,
+    labels: Sequence[int] | np.ndarray | None = None,
+    ncols: int = 8,
+    ax: plt.Axes | None = None,
+    title: str | None = None,
+) -> plt.Axes:
     """A grid of generated images, each titled with the solver's label."""
     images = np.asarray(images)[..., 0]
     n = len(images)
@@ -63,7 +73,9 @@ def sample_grid(images, labels=None, ncols: int = 8, ax=None, title: str | None 
     return ax
 
 
-def replay_histogram(counts: Sequence[int], ax=None, title: str = "replay labels"):
+def replay_histogram(
+    counts: Sequence[int], ax: plt.Axes | None = None, title: str = "replay labels"
+) -> plt.Axes:
     """How many replayed images the solver put in each class."""
     ax = ax or plt.subplots(figsize=(4, 2.5))[1]
     ax.bar(range(len(counts)), counts)

@@ -3,7 +3,8 @@ solver, and mix them with the new task's real data into fixed-capacity device ar
 
 Labels are the solver's argmax (the method) and, with a temperature T > 0, also its softened
 output distribution softmax(logits / T) for distillation. A conditional generator is asked
-for the seen classes in turn, so its replay is balanced by construction."""
+for the seen classes in turn, so its replay is balanced by construction (with fresh replay, for
+classes drawn uniformly in every step: balanced in expectation)."""
 
 from __future__ import annotations
 
@@ -58,17 +59,16 @@ def generate_replay(
     """`n_gen` labelled replay images, drawn in jitted chunks of fixed size `chunk`; with
     `class_order` (a conditional generator) the first `n_seen` classes of it, balanced.
     Returns (images, labels, soft targets or None)."""
+    if n_gen < 1:
+        raise ValueError(f"n_gen must be >= 1 to draw replay, got {n_gen}")
     n_chunks = -(-n_gen // chunk)
-    keys = jax.random.split(key, max(n_chunks, 1))
+    keys = jax.random.split(key, n_chunks)
     parts = []
     for i in range(n_chunks):
         ys = None
         if class_order is not None:
             ys = balanced_labels(class_order, n_seen, i * chunk, chunk)
         parts.append(sample_and_label(g, solver, keys[i], chunk, latent_dim, ys, temperature))
-    if not parts:
-        soft = jnp.zeros((0, 10)) if temperature > 0 else None
-        return jnp.zeros((0, 28, 28, 1)), jnp.zeros((0,), jnp.int32), soft
     images = jnp.concatenate([p[0] for p in parts])[:n_gen]
     labels = jnp.concatenate([p[1] for p in parts])[:n_gen].astype(jnp.int32)
     soft = jnp.concatenate([p[2] for p in parts])[:n_gen] if temperature > 0 else None
@@ -181,7 +181,7 @@ def fresh_epoch(
     """One solver epoch over the first `n_real` (real) rows with fresh replay in every step.
 
     A Python loop of jitted steps: a conv generator inside `lax.fori_loop` loses XLA CPU's fast
-    convolutions (see ../shared/notes/jax-cpu-facts.md)."""
+    convolutions (measured; the `gan_scan` note in benchmarks/README.md)."""
     perm_key, step_key = jax.random.split(key)
     perm = valid_permutation(perm_key, jnp.asarray(n_real), images.shape[0])
     zero = jnp.zeros((), jnp.float32)

@@ -8,6 +8,7 @@ gathered by index from data that stay on the device.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +64,7 @@ def apply_model(
     images: jnp.ndarray,
     labels: jnp.ndarray,
     replay: ReplayLoss | None = None,
-):
+) -> tuple[Any, jnp.ndarray, jnp.ndarray]:
     """Gradients of the mean cross-entropy (or of `replay`'s loss), the loss and the accuracy
     on one batch."""
 
@@ -79,7 +80,7 @@ def apply_model(
     return grads, loss, accuracy
 
 
-def update_model(state: TrainState, grads) -> TrainState:
+def update_model(state: TrainState, grads: Any) -> TrainState:
     return state.apply_gradients(grads=grads)
 
 
@@ -89,7 +90,7 @@ def train_step(
     images: jnp.ndarray,
     labels: jnp.ndarray,
     replay: ReplayLoss | None = None,
-):
+) -> tuple[TrainState, dict]:
     grads, loss, accuracy = apply_model(state, images, labels, replay)
     return update_model(state, grads), {"loss": loss, "accuracy": accuracy}
 
@@ -129,7 +130,7 @@ def train_epoch(
     key: jax.Array,
     batch_size: int,
     replay: ReplayRows | None = None,
-):
+) -> tuple[TrainState, dict]:
     """One epoch over the first `n_valid` rows of (images, labels), shuffled, last batch dropped."""
     perm = valid_permutation(key, n_valid, images.shape[0])
     n_steps = n_valid // batch_size

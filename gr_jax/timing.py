@@ -1,4 +1,4 @@
-"""Wall-clock timing helpers: phase timers and JAX's compile time."""
+"""Wall-clock timing helper: the time JAX spends compiling inside a block."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def test_resume_after_the_first_task_gives_the_same_results(tmp_path, tiny_run):
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
     b_val, b_test = loop._accuracies(state.solver, data, cfg)
-    history = loop.empty_history(cfg, b_val, b_test)
+    history = loop.empty_history(b_val, b_test)
     state = loop.run_task(cfg, 0, state, data, history)
     checkpoints.save(checkpoints.manager(out), 1, state, history)
     resumed = loop.run(cfg, out, resume=True, bars=False)
@@ -113,7 +113,7 @@ def test_nothing_compiles_after_the_first_replay_task(caplog):
     cfg = tiny_config(tasks=((0, 1), (2, 3), (4, 5)))
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
-    history = loop.empty_history(cfg, *loop._accuracies(state.solver, data, cfg))
+    history = loop.empty_history(*loop._accuracies(state.solver, data, cfg))
     for t in range(2):
         state = loop.run_task(cfg, t, state, data, history)
     jax.config.update("jax_log_compiles", True)

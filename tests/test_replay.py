@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gr_jax import gan, replay, solver
 
@@ -16,6 +17,8 @@ def test_generate_replay_draws_n_gen_images_labelled_by_the_solver():
     assert float(jnp.abs(x[:100] - x[100:200]).max()) > 0
     x2, _, _ = replay.generate_replay(g, s, jax.random.PRNGKey(2), 250, 16, chunk=100)
     np.testing.assert_array_equal(np.asarray(x), np.asarray(x2))
+    with pytest.raises(ValueError, match="n_gen must be >= 1"):
+        replay.generate_replay(g, s, jax.random.PRNGKey(2), 0, 16, chunk=100)
 
 
 def test_mix_puts_replay_right_after_the_real_data():
