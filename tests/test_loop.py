@@ -68,6 +68,15 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tiny_run):
     assert other["solver_curves"] != r["solver_curves"]
 
 
+def test_an_unconditional_gan_does_not_depend_on_the_solver(tiny_run):
+    """What experiments/fixed_generators.py relies on: the GAN learns from the mix's images, not
+    from the solver's labels, so a solver-side change leaves every generator as it was."""
+    _, r = tiny_run
+    other = loop.run(tiny_config(solver_lr=3e-4), None, bars=False)
+    assert other["solver_curves"] != r["solver_curves"]
+    assert other["gan_curves"] == r["gan_curves"]
+
+
 def test_resume_after_the_first_task_gives_the_same_results(tmp_path, tiny_run):
     _, full = tiny_run
     cfg = tiny_config()
