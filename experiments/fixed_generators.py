@@ -9,6 +9,11 @@ equal across variants. With no change ('{}') it reproduces the run's accuracy ma
 (same keys, same generators). Changing a generator field has no effect here: the generators
 are the saved ones.
 
+For an unconditional GAN a variant is exactly the full run with that change: its generators
+learn from the mix's images, never from the solver's labels (tests/test_loop.py checks it), so
+they would be the same. With a conditional GAN, soft targets or fresh replay the solver shapes
+what the generators learn from, and a variant only approximates the full run.
+
 Every variant's accuracy matrix is recorded in `experiments/results/tuning/fixed-generators.json`
 (by run directory name, then the change as given).
 """
