@@ -11,8 +11,8 @@ are the saved ones.
 
 For an unconditional GAN a variant is exactly the full run with that change: its generators
 learn from the mix's images, never from the solver's labels (tests/test_loop.py checks it), so
-they would be the same. With a conditional GAN, soft targets or fresh replay the solver shapes
-what the generators learn from, and a variant only approximates the full run.
+they would be the same. A conditional GAN learns from the solver's labels of the replay, so
+there a variant only approximates the full run.
 
 Every variant's accuracy matrix is recorded in `experiments/results/tuning/fixed-generators.json`
 (by run directory name, then the change as given).
