@@ -357,7 +357,8 @@ def run_task(
     cfg: Config, t: int, state: RunState, data: TaskData, history: dict, bars: bool = False
 ) -> RunState:
     """Task `t` (0-based): generate + label + mix, train the solver, evaluate, reset (or keep)
-    and train the generator. Returns the new state; appends this task's rows to `history` (JSON-able)."""
+    and train the generator. Returns the new state; appends this task's rows to `history`
+    (JSON-able)."""
     with timing.compile_seconds() as compile_time:
         new_state = _run_phases(cfg, t, state, data, history, bars)
     history["timings"][-1]["compile"] = compile_time[0]  # part of the phases above
