@@ -34,6 +34,24 @@ def summary(r: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"acc": acc(r), "bwt": bwt(r), "fwt": fwt(r, b)}
 
 
+def judged_replay(probs: np.ndarray, seen: list[int], sure: float = 0.9) -> dict[str, Any]:
+    """An independent classifier's verdict on generated images meant to show the classes
+    `seen`, from its class probabilities `probs` (N, C): the share it puts in a class the
+    generator never learnt (`unseen`: not a plausible digit of a seen class), the share it is
+    sure of (`sure`: max probability > `sure`), and the smallest and largest count of a seen
+    class (`fewest`, `most`: mode dropping)."""
+    probs = np.asarray(probs)
+    label = probs.argmax(1)
+    counts = np.bincount(label, minlength=probs.shape[1])[list(seen)]
+    return {
+        "unseen": float(np.mean(~np.isin(label, seen))),
+        "sure": float(np.mean(probs.max(1) > sure)),
+        "fewest": int(counts.min()),
+        "most": int(counts.max()),
+        "counts": counts.tolist(),
+    }
+
+
 def tree_bytes(tree: Any) -> int:
     """Bytes of all array leaves of a pytree."""
     import jax

@@ -47,3 +47,14 @@ def test_tree_bytes():
 def test_format_matrix_has_every_row():
     text = metrics.format_matrix(R)
     assert text.count("after T") == 3 and "0.700" in text
+
+
+def test_judged_replay_counts_unseen_unsure_and_dropped_classes():
+    # 5 images meant to show classes 0 and 1; the judge says 0, 0, 1, 7 (unseen), 0 (unsure)
+    probs = np.full((5, 10), 0.01)
+    for i, (c, p) in enumerate([(0, 0.95), (0, 0.95), (1, 0.95), (7, 0.95), (0, 0.5)]):
+        probs[i, c] = p
+    v = metrics.judged_replay(probs, [0, 1])
+    assert v["unseen"] == pytest.approx(1 / 5)
+    assert v["sure"] == pytest.approx(4 / 5)
+    assert (v["fewest"], v["most"], v["counts"]) == (1, 3, [3, 1])
