@@ -5,9 +5,8 @@
 
 The judge ("oracle") is an MLP like the solver, trained on all ten classes of the run's dataset's
 real training data (5 epochs, seed 0: 0.974 test accuracy on MNIST); it never sees generated
-images. For a generator
-that should draw the classes `seen`, we sample `n` images and report what the oracle makes of
-them:
+images. For a generator that should draw the classes `seen`, we sample `n` images and report
+what the oracle makes of them:
 
 - `unseen`: the share it assigns to a class the generator never learnt: images that are not a
   plausible digit of the seen classes, which replay then teaches the solver as one of them;
@@ -64,26 +63,28 @@ def judge(oracle: TrainState, images: jnp.ndarray, seen: list[int]) -> dict:
     return metrics.judged_replay(np.asarray(jax.nn.softmax(logits)), seen)
 
 
-def sample(g: gan.GenState, cfg: Config, n: int) -> jnp.ndarray:
+def sample(g: gan.GenState, latent_dim: int, n: int) -> jnp.ndarray:
     """`n` images from `g`, drawn from the same latents for every generator judged."""
-    if cfg.conditional:
-        raise SystemExit(
-            "judging needs an unconditional generator: a conditional one draws the classes it "
-            "is asked for, so its class counts say nothing about mode dropping"
-        )
     return jnp.concatenate(
-        [gan.sample(g, k, 1_000, cfg.latent_dim) for k in jax.random.split(JUDGE_KEY, n // 1_000)]
+        [gan.sample(g, k, 1_000, latent_dim) for k in jax.random.split(JUDGE_KEY, n // 1_000)]
     )
 
 
 def judge_run(run_dir: str, n: int) -> list[dict]:
     """The verdict on every generator `run_dir` saved (after tasks 1 .. T)."""
     cfg = runs.load_config(run_dir)
+    if cfg.conditional:
+        raise SystemExit(
+            f"{run_dir}: judging needs an unconditional generator; a conditional one draws the "
+            "classes it is asked for, so its class counts say nothing about mode dropping"
+        )
     oracle = oracle_for(cfg.dataset, cfg.data_dir)
     rows = []
     for done, state in sorted(runs.task_states(run_dir).items()):
         seen = [c for classes in cfg.tasks[:done] for c in classes]
-        rows.append({"after_task": done, **judge(oracle, sample(state.gan.g, cfg, n), seen)})
+        rows.append(
+            {"after_task": done, **judge(oracle, sample(state.gan.g, cfg.latent_dim, n), seen)}
+        )
         print(Path(run_dir).name, rows[-1], flush=True)
     return rows
 
@@ -92,6 +93,8 @@ def probe(changes: dict, classes: list[int], epochs: int, n: int) -> list[dict]:
     """Train a fresh GAN (`tuned` + `changes`) on the real images of `classes`, judging it
     after every epoch."""
     cfg = preset("tuned", **changes)
+    if cfg.conditional:
+        raise SystemExit("probe: judging needs an unconditional generator (conditional=false)")
     oracle = oracle_for(cfg.dataset, cfg.data_dir)
     s = data.load_splits(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.test_fraction, 0)
     keep = np.isin(s.train_y, classes)
@@ -100,8 +103,16 @@ def probe(changes: dict, classes: list[int], epochs: int, n: int) -> list[dict]:
     g = loop.new_gan(cfg, init_key)
     rows = []
     for e in range(epochs):
-        g, _ = gan.train_epoch(g, x, y, len(y), jax.random.fold_in(train_key, e), cfg.gan_batch)
-        rows.append({"epoch": e + 1, **judge(oracle, sample(g.g, cfg, n), classes)})
+        g, _ = gan.train_epoch(
+            g,
+            x,
+            y,
+            len(y),
+            jax.random.fold_in(train_key, e),
+            cfg.gan_batch,
+            steps_per_call=gan.scan_steps(cfg.gan_scan),
+        )
+        rows.append({"epoch": e + 1, **judge(oracle, sample(g.g, cfg.latent_dim, n), classes)})
         print(rows[-1], flush=True)
     return rows
 
