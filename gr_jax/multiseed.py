@@ -3,11 +3,12 @@
 
 Each seed's keys are derived exactly as in a single-seed run (`PRNGKey(seed)`, the same splits),
 so seed s of a multi-seed run is the single-seed run with seed s, up to floating-point rounding
-of batched kernels (see `tests/test_multiseed.py` for the tolerance). On accelerators this runs
-K seeds for much less than K times the cost. On a 2-core CPU it pays only while one seed leaves
-the cores waiting (the small MLP GAN: 2 seeds cost 0.9x one); the conv GAN vmapped over seeds
-is slower than the seeds in sequence (its convolutions become grouped convolutions), so there
-prefer `gr-jax sweep` (docs/reproducibility.md).
+of batched kernels (see `tests/test_multiseed.py` for the tolerance). It pays where one seed
+leaves the device waiting: the solver (8 seeds cost 1.8-2x one on an H100) and the small MLP
+GAN (2 seeds cost 0.9x one on the 2-core CPU). The conv GAN vmapped over seeds is slower than
+the seeds in sequence, on CPUs and on GPUs (H100: 8 seeds cost 7-9.5x one a step), because its
+convolutions become grouped convolutions; for it prefer `gr-jax sweep` on one device
+(docs/reproducibility.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,101 @@
+"""Cost of K vmapped seeds per train step: the programs `gr-jax run --seeds` runs, timed alone.
+
+    python benchmarks/vmap_steps.py --preset seed --ks 1,2,4,8 --reps 5 --json OUT.json
+
+For each K, the seed-vmapped GAN program of `gr_jax.multiseed` (`gan_scan` steps per call, as
+in a run: 1 on CPU, 50 on accelerators) and the seed-vmapped solver epoch run on random images
+for K fresh seeds; medians of `--reps` timed calls after a warm-up call. The ratio column is
+the time of one K-seed step against one single-seed step: 1x means the extra seeds are free,
+K means vmapping gained nothing over running the seeds one after another. Whole runs (data,
+generation, evaluation and compiling included) are `seeds_per_hour.py`'s job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from gr_jax import gan, health, multiseed
+from gr_jax.config import preset
+from gr_jax.provenance import environment
+
+
+def _median_seconds(fn, reps: int) -> float:
+    jax.block_until_ready(fn())  # warm-up, compiles
+    times = []
+    for _ in range(reps):
+        tick = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - tick)
+    return statistics.median(times)
+
+
+def measure(cfg, k: int, calls: int, reps: int) -> dict:
+    """Seconds per GAN step and per solver epoch with `k` seeds vmapped."""
+    per_call = gan.scan_steps(cfg.gan_scan)
+    n = max(cfg.gan_batch * per_call * calls, cfg.solver_batch * 16)
+    p = multiseed.programs(cfg, n)
+    keys = jax.random.split(jax.random.PRNGKey(0), k)
+    x = jax.random.uniform(keys[0], (k, n, 28, 28, 1)) * 2 - 1
+    y = jax.random.randint(keys[0], (k, n), 0, 10)
+    perm = p.permutations(keys, jnp.asarray(n))
+    box = {"g": p.new_gans(keys)}
+
+    def gan_epoch():
+        cursor = (jnp.zeros((k,), jnp.int32), jnp.full((k,), health.NO_BAD_STEP, jnp.int32))
+        step = p.gan_step if per_call == 1 else p.gan_steps
+        for _ in range(calls):
+            box["g"], cursor, _ = step(box["g"], x, y, perm, cursor, keys)
+        return box["g"]
+
+    state = multiseed.init_states(cfg, list(range(k)))
+    box["s"] = state.solver
+
+    def solver_epoch():
+        box["s"], _ = p.solver_epoch(box["s"], x, y, jnp.asarray(n), keys)
+        return box["s"]
+
+    gan_s = _median_seconds(gan_epoch, reps) / (per_call * calls)
+    solver_s = _median_seconds(solver_epoch, reps) / (n // cfg.solver_batch)
+    return {"k": k, "gan_step_s": gan_s, "solver_step_s": solver_s, "gan_per_call": per_call}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="seed")
+    p.add_argument("--ks", default="1,2,4,8")
+    p.add_argument("--calls", type=int, default=4, help="GAN calls per timed repetition")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    cfg = preset(args.preset)
+    rows = []
+    for k in (int(s) for s in args.ks.split(",")):
+        rows.append(measure(cfg, k, args.calls, args.reps))
+        r = rows[-1]
+        print(f"K={k}: GAN step {1e3 * r['gan_step_s']:.2f} ms, "
+              f"solver step {1e3 * r['solver_step_s']:.3f} ms", flush=True)  # fmt: skip
+    base = rows[0]
+    print(f"\n{args.preset} preset ({cfg.gan} GAN), {jax.devices()[0].device_kind} "
+          f"x{jax.device_count()}, {os.cpu_count()} cores; K=1 row is the base")  # fmt: skip
+    print("| K seeds | GAN step ms | cost vs 1 seed | solver step ms | cost vs 1 seed |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        r["gan_cost_vs_one"] = r["gan_step_s"] / base["gan_step_s"] * base["k"]
+        r["solver_cost_vs_one"] = r["solver_step_s"] / base["solver_step_s"] * base["k"]
+        print(f"| {r['k']} | {1e3 * r['gan_step_s']:.2f} | {r['gan_cost_vs_one']:.2f}x | "
+              f"{1e3 * r['solver_step_s']:.3f} | {r['solver_cost_vs_one']:.2f}x |")  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": cfg.to_dict(), "rows": rows, "environment": environment()}, f,
+                      indent=1)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
