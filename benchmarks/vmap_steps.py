@@ -2,12 +2,12 @@
 
     python benchmarks/vmap_steps.py --preset seed --ks 1,2,4,8 --reps 5 --json OUT.json
 
-For each K, the seed-vmapped GAN program of `gr_jax.multiseed` (`gan_scan` steps per call, as
-in a run: 1 on CPU, 50 on accelerators) and the seed-vmapped solver epoch run on random images
-for K fresh seeds; medians of `--reps` timed calls after a warm-up call. The ratio column is
-the time of one K-seed step against one single-seed step: 1x means the extra seeds are free,
-K means vmapping gained nothing over running the seeds one after another. Whole runs (data,
-generation, evaluation and compiling included) are `seeds_per_hour.py`'s job.
+For each K, a GAN epoch as `gr-jax run --seeds` runs it (`multiseed._gan_epoch`: shuffle, then
+`gan_scan` steps per call, 1 on CPU and 50 on accelerators) and a seed-vmapped solver epoch, on
+random images for K fresh seeds; medians of `--reps` timed epochs after a warm-up epoch, per
+step. The ratio column is one K-seed step against one single-seed step: 1x means the extra
+seeds are free, K means vmapping gained nothing over running the seeds one after another.
+Whole runs (data, generation, evaluation and compiling included) are `seeds_per_hour.py`'s job.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from gr_jax import gan, health, multiseed
+from gr_jax import gan, multiseed
 from gr_jax.config import preset
 from gr_jax.provenance import environment
 
@@ -37,31 +37,26 @@ def _median_seconds(fn, reps: int) -> float:
 
 
 def measure(cfg, k: int, calls: int, reps: int) -> dict:
-    """Seconds per GAN step and per solver epoch with `k` seeds vmapped."""
+    """Seconds per GAN step and per solver step with `k` seeds vmapped."""
     per_call = gan.scan_steps(cfg.gan_scan)
     n = max(cfg.gan_batch * per_call * calls, cfg.solver_batch * 16)
     p = multiseed.programs(cfg, n)
     keys = jax.random.split(jax.random.PRNGKey(0), k)
     x = jax.random.uniform(keys[0], (k, n, 28, 28, 1)) * 2 - 1
     y = jax.random.randint(keys[0], (k, n), 0, 10)
-    perm = p.permutations(keys, jnp.asarray(n))
-    box = {"g": p.new_gans(keys)}
+    box = {"g": p.new_gans(keys), "s": multiseed.init_states(cfg, list(range(k))).solver}
 
-    def gan_epoch():
-        cursor = (jnp.zeros((k,), jnp.int32), jnp.full((k,), health.NO_BAD_STEP, jnp.int32))
-        step = p.gan_step if per_call == 1 else p.gan_steps
-        for _ in range(calls):
-            box["g"], cursor, _ = step(box["g"], x, y, perm, cursor, keys)
+    def gan_epoch():  # the epoch of a run: shuffle, then n // gan_batch steps
+        box["g"], _ = multiseed._gan_epoch(
+            p, box["g"], x, y, n, keys, cfg.gan_batch, per_call, lambda _: None
+        )
         return box["g"]
-
-    state = multiseed.init_states(cfg, list(range(k)))
-    box["s"] = state.solver
 
     def solver_epoch():
         box["s"], _ = p.solver_epoch(box["s"], x, y, jnp.asarray(n), keys)
         return box["s"]
 
-    gan_s = _median_seconds(gan_epoch, reps) / (per_call * calls)
+    gan_s = _median_seconds(gan_epoch, reps) / (n // cfg.gan_batch)
     solver_s = _median_seconds(solver_epoch, reps) / (n // cfg.solver_batch)
     return {"k": k, "gan_step_s": gan_s, "solver_step_s": solver_s, "gan_per_call": per_call}
 
