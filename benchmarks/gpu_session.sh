@@ -4,12 +4,7 @@
 # so a lease cut short still returns what finished. From the repository root:
 #   OUT=/tmp/gpu GR_JAX_DATA_DIR=/path/to/mnist bash benchmarks/gpu_session.sh
 # SMOKE=1 runs every stage with tiny settings (to check the script on a CPU first).
-set -u
-: "${OUT:?set OUT to a folder for the results}" "${GR_JAX_DATA_DIR:?set GR_JAX_DATA_DIR}"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-R=${RUNS:-/tmp/gpu-runs}
-mkdir -p "$R" "$OUT"
+. "$(dirname "$0")/gpu_lib.sh"
 if [ "${SMOKE:-0}" = 1 ]; then
   RUN=(--preset quick --gan mlp) KS=1,2 VMAP=(--preset quick --ks 1,2 --calls 1 --reps 1)
   BENCH=(--batches 64 --reps 2 --steps 20)
@@ -18,21 +13,7 @@ else
   BENCH=(--batches 64,128 --reps 5 --steps 200)
 fi
 
-pack() { tar czf "$OUT/gpu.tar.gz" --exclude=checkpoints -C "$R" . ; }
-stage() {
-  local name=$1 limit=$2
-  shift 2
-  echo "=== $(date +%T) $name (limit ${limit}s): $*"
-  timeout "$limit" "$@" >"$R/$name.log" 2>&1
-  local rc=$?
-  echo "=== $(date +%T) $name rc=$rc$([ $rc = 124 ] && echo ' (time limit)')"
-  tail -n 14 "$R/$name.log"
-  pack
-}
-
-stage env 40 bash -c "nvidia-smi -L; nproc; $PY -c 'import jax, flax, optax, orbax.checkpoint as o, numpy;
-print(\"jax\", jax.__version__, \"flax\", flax.__version__, \"optax\", optax.__version__,
-      \"orbax\", o.__version__, \"numpy\", numpy.__version__); print(jax.devices())'"
+stage_env
 # K vmapped seeds per train step (the issue's "8 seeds <= 2x one seed"), compile excluded
 stage vmap-steps 150 $PY benchmarks/vmap_steps.py "${VMAP[@]}" --json "$R/vmap-steps-gpu.json"
 # whole runs of K vmapped seeds, compile time in its own column

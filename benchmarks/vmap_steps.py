@@ -1,6 +1,7 @@
 """Cost of K vmapped seeds per train step: the programs `gr-jax run --seeds` runs, timed alone.
 
     python benchmarks/vmap_steps.py --preset seed --ks 1,2,4,8 --reps 5 --json OUT.json
+    python benchmarks/vmap_steps.py --preset seed --changes '{"conv_impl": "slices"}' ...
 
 For each K, a GAN epoch as `gr-jax run --seeds` runs it (`multiseed._gan_epoch`: shuffle, then
 `gan_scan` steps per call, 1 on CPU and 50 on accelerators) and a seed-vmapped solver epoch, on
@@ -67,9 +68,10 @@ def main() -> None:
     p.add_argument("--ks", default="1,2,4,8")
     p.add_argument("--calls", type=int, default=4, help="GAN calls per timed repetition")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--changes", default="{}", help="config fields changed, as JSON")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    cfg = preset(args.preset)
+    cfg = preset(args.preset, **json.loads(args.changes))
     rows = []
     for k in (int(s) for s in args.ks.split(",")):
         rows.append(measure(cfg, k, args.calls, args.reps))
@@ -77,7 +79,7 @@ def main() -> None:
         print(f"K={k}: GAN step {1e3 * r['gan_step_s']:.2f} ms, "
               f"solver step {1e3 * r['solver_step_s']:.3f} ms", flush=True)  # fmt: skip
     base = rows[0]
-    print(f"\n{args.preset} preset ({cfg.gan} GAN), {jax.devices()[0].device_kind} "
+    print(f"\n{args.preset} preset {args.changes} ({cfg.gan} GAN), {jax.devices()[0].device_kind} "
           f"x{jax.device_count()}, {os.cpu_count()} cores; K=1 row is the base")  # fmt: skip
     print("| K seeds | GAN step ms | cost vs 1 seed | solver step ms | cost vs 1 seed |")
     print("|---|---|---|---|---|")

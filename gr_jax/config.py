@@ -18,6 +18,7 @@ GANS = ("conv", "mlp")
 REPLAYS = ("generative", "none", "exact", "joint")
 WEIGHTINGS = ("mix", "tasks", "fixed")
 GAN_LOSSES = ("ns", "hinge")
+CONV_IMPLS = ("xla", "slices")
 SPLIT_MNIST = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 
 
@@ -65,6 +66,10 @@ class Config:
     d_mbstd: bool = False
     # GAN steps per dispatched program (a lax.scan); 0 = auto: 1 on CPU, 50 on accelerators
     gan_scan: int = 0
+    # how the conv GAN computes its convolutions: "xla" (XLA's convolution) or "slices"
+    # (shifted slices times a matrix: the same math, rounded differently; vmapped over seeds
+    # it is a batched matrix product instead of a grouped convolution, see reproducibility.md)
+    conv_impl: str = "xla"
     # beyond the original method (all off in the `seed` preset)
     conditional: bool = False  # class-conditional GAN; replay drawn balanced over seen classes
     soft_targets: float = 0.0  # > 0: distil the previous solver's softmax at this temperature
@@ -158,6 +163,10 @@ def validate(cfg: Config) -> Config:
         "d_mbstd needs at least 2 images in each discriminator chunk (gan_batch / d_chunks)",
     )
     need(0.0 <= cfg.gan_ema < 1.0, f"gan_ema must be in [0, 1), got {cfg.gan_ema}")
+    need(
+        cfg.conv_impl in CONV_IMPLS,
+        f"conv_impl must be one of {CONV_IMPLS}, got {cfg.conv_impl!r}",
+    )
     need(cfg.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}, got {cfg.gan_loss!r}")
     need(0.0 < cfg.replay_share < 1.0, f"replay_share must be in (0, 1), got {cfg.replay_share}")
     need(

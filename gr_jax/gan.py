@@ -62,11 +62,17 @@ class GANState(struct.PyTreeNode):
 
 @functools.cache
 def _gan_parts(
-    kind: str, width: int, lr: float, beta1: float, num_classes: int = 0, mbstd: bool = False
+    kind: str,
+    width: int,
+    lr: float,
+    beta1: float,
+    num_classes: int = 0,
+    mbstd: bool = False,
+    conv_impl: str = "xla",
 ):
     """Modules and optimizer, made once per setting: they are static parts of the train states,
     so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
-    gen, disc = make_gan(kind, width, num_classes, mbstd)
+    gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl)
     return gen, disc, optax.adam(lr, b1=beta1)
 
 
@@ -82,11 +88,13 @@ def create_gan_state(
     loss: str = "ns",
     ema: float = 0.0,
     mbstd: bool = False,
+    conv_impl: str = "xla",
 ) -> GANState:
     """A freshly initialised GAN (the method resets the generator before every task); with
     `ema` > 0 its generator also keeps an EMA of its weights with that decay; with `mbstd` its
-    discriminator sees each batch's feature spread."""
-    gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes, mbstd)
+    discriminator sees each batch's feature spread; `conv_impl` picks how the conv GAN's
+    convolutions are computed (`models.conv`)."""
+    gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes, mbstd, conv_impl)
     kg, kd = jax.random.split(key)
     y0 = jnp.zeros((1,), jnp.int32)
     g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), y0, train=False)

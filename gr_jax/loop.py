@@ -121,6 +121,7 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         loss=cfg.gan_loss,
         ema=cfg.gan_ema,
         mbstd=cfg.d_mbstd,
+        conv_impl=cfg.conv_impl,
     )
 
 

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gr_jax.config import CONV_IMPLS
+
 
 class Solver(nn.Module):
     """MLP classifier with one 10-way head (class-incremental: no task id)."""
@@ -38,6 +40,52 @@ def depth_to_space(x: jnp.ndarray, r: int = 2) -> jnp.ndarray:
     return x.reshape(n, h * r, w * r, c_out)
 
 
+def conv_by_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.ndarray:
+    """A "SAME"-padded convolution (no bias) as shifted strided slices of `x`, stacked, times
+    the kernel reshaped to a matrix: the same math as `lax.conv_general_dilated`.
+
+    Why: vmapped over per-seed weights a convolution becomes a grouped convolution, slow on
+    XLA's backends; this form becomes a batched matrix product (`conv_impl="slices"`).
+    """
+    kh, kw, cin, cout = kernel.shape
+    _, h, w, _ = x.shape
+    oh, ow = -(-h // stride), -(-w // stride)
+    ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
+    x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    cols = [
+        x[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return jnp.concatenate(cols, -1) @ kernel.reshape(kh * kw * cin, cout)
+
+
+class SliceConv(nn.Module):
+    """`nn.Conv` with "SAME" padding computed by `conv_by_slices`; same parameters (names,
+    shapes, initialisers), so it loads and initialises exactly like `nn.Conv`."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return conv_by_slices(x, kernel, self.strides) + bias
+
+
+def conv(features: int, kernel: int, strides: int, impl: str, name: str) -> nn.Module:
+    """A "SAME" convolution layer by `impl` ("xla": `nn.Conv`; "slices": `SliceConv`), named
+    explicitly so that both give the same parameter tree."""
+    if impl == "slices":
+        return SliceConv(features, (kernel, kernel), strides, name=name)
+    if impl == "xla":
+        return nn.Conv(features, (kernel, kernel), strides, padding="SAME", name=name)
+    raise ValueError(f"unknown conv_impl {impl!r}; choose from {CONV_IMPLS}")
+
+
 class SubPixelUp(nn.Module):
     """2x upsampling as a stride-1 conv to 4*features channels plus depth-to-space.
 
@@ -47,10 +95,11 @@ class SubPixelUp(nn.Module):
 
     features: int
     kernel: int = 3
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        x = nn.Conv(4 * self.features, (self.kernel, self.kernel), padding="SAME")(x)
+        x = conv(4 * self.features, self.kernel, 1, self.conv_impl, "Conv_0")(x)
         return depth_to_space(x, 2)
 
 
@@ -78,6 +127,7 @@ class ConvGenerator(nn.Module):
     width: int = 64
     kernel: int = 3
     num_classes: int = 0
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(
@@ -86,8 +136,9 @@ class ConvGenerator(nn.Module):
         norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)  # noqa: E731
         x = nn.Dense(7 * 7 * 2 * self.width)(with_label(z, y, self.num_classes))
         x = nn.relu(norm()(x)).reshape(z.shape[0], 7, 7, 2 * self.width)
-        x = nn.relu(norm()(SubPixelUp(self.width, self.kernel)(x)))
-        return jnp.tanh(SubPixelUp(1, self.kernel)(x))
+        up = lambda f: SubPixelUp(f, self.kernel, self.conv_impl)  # noqa: E731
+        x = nn.relu(norm()(up(self.width)(x)))
+        return jnp.tanh(up(1)(x))
 
 
 def minibatch_std(x: jnp.ndarray) -> jnp.ndarray:
@@ -105,11 +156,12 @@ class ConvDiscriminator(nn.Module):
     width: int = 64
     num_classes: int = 0
     mbstd: bool = False
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None) -> jnp.ndarray:
-        x = nn.leaky_relu(nn.Conv(self.width, (4, 4), strides=2, padding="SAME")(x), 0.2)
-        x = nn.leaky_relu(nn.Conv(2 * self.width, (4, 4), strides=2, padding="SAME")(x), 0.2)
+        x = nn.leaky_relu(conv(self.width, 4, 2, self.conv_impl, "Conv_0")(x), 0.2)
+        x = nn.leaky_relu(conv(2 * self.width, 4, 2, self.conv_impl, "Conv_1")(x), 0.2)
         if self.mbstd:
             x = minibatch_std(x)
         return projection_logit(x.reshape(x.shape[0], -1), y, self.num_classes)
@@ -149,14 +201,14 @@ class MLPDiscriminator(nn.Module):
 
 
 def make_gan(
-    kind: str, width: int = 64, num_classes: int = 0, mbstd: bool = False
+    kind: str, width: int = 64, num_classes: int = 0, mbstd: bool = False, conv_impl: str = "xla"
 ) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) for `kind` "conv" or "mlp"; conditional if num_classes > 0;
-    a minibatch-std discriminator if `mbstd`."""
+    a minibatch-std discriminator if `mbstd`; the conv GAN's convolutions by `conv_impl`."""
     if kind == "conv":
         return (
-            ConvGenerator(width, num_classes=num_classes),
-            ConvDiscriminator(width, num_classes=num_classes, mbstd=mbstd),
+            ConvGenerator(width, num_classes=num_classes, conv_impl=conv_impl),
+            ConvDiscriminator(width, num_classes=num_classes, mbstd=mbstd, conv_impl=conv_impl),
         )
     if kind == "mlp":
         return (

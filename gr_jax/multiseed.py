@@ -5,9 +5,10 @@ Each seed's keys are derived exactly as in a single-seed run (`PRNGKey(seed)`, t
 so seed s of a multi-seed run is the single-seed run with seed s, up to floating-point rounding
 of batched kernels (see `tests/test_multiseed.py` for the tolerance). It pays where one seed
 leaves the device waiting: the solver (8 seeds cost 1.8-2x one on an H100) and the small MLP
-GAN (2 seeds cost 0.9x one on the 2-core CPU). The conv GAN vmapped over seeds is slower than
-the seeds in sequence, on CPUs and on GPUs (H100: 8 seeds cost 7-9.5x one a step), because its
-convolutions become grouped convolutions; for it prefer `gr-jax sweep` on one device
+GAN (2 seeds cost 0.9x one on the 2-core CPU). With XLA's convolutions the conv GAN vmapped
+over seeds is slow (H100: 8 seeds cost 7-9.5x one a step), because they become grouped
+convolutions; with `conv_impl="slices"` they become batched matrix products and 8 seeds cost
+4.5x one (H100, with `d_chunks=1`). On CPUs prefer `gr-jax sweep` for the conv GAN
 (docs/reproducibility.md).
 """
 

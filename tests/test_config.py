@@ -56,6 +56,7 @@ def test_gen_epochs_per_task():
         ({"tasks": ((0, 10),)}, "outside 0-9"),
         ({"tasks": ((0, 1), ())}, "no classes"),
         ({"gan": "vae"}, "gan must be one of"),
+        ({"conv_impl": "fft"}, "conv_impl must be one of"),
         ({"dataset": "cifar"}, "dataset must be one of"),
         ({"val_fraction": 0.0}, "val_fraction"),
         ({"solver_lr": 0.0}, "solver_lr"),

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gr_jax import models
 
@@ -47,3 +48,46 @@ def test_minibatch_std_discriminator_sees_the_rest_of_the_batch():
     # the extra channel: near 0 for identical images, the spread for varied ones
     assert float(models.minibatch_std(jnp.ones((4, 3)))[0, -1]) < 1e-3
     assert float(models.minibatch_std(batch)[0, 0, 0, -1]) > 0.3
+
+
+def test_slice_convolutions_are_the_same_model_as_xla_convolutions():
+    key, kz, kx = jax.random.split(jax.random.PRNGKey(0), 3)
+    z = jax.random.normal(kz, (8, 16))
+    x = jax.random.uniform(kx, (8, 28, 28, 1), minval=-1, maxval=1)
+    xla, slices = (
+        models.make_gan("conv", 8, mbstd=True),
+        models.make_gan("conv", 8, mbstd=True, conv_impl="slices"),
+    )
+    gv = xla[0].init(key, z, train=False)
+    dv = xla[1].init(key, x)
+    # same parameter names, shapes and initial values: checkpoints load either way
+    for a, b in ((gv, slices[0].init(key, z, train=False)), (dv, slices[1].init(key, x))):
+        assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+        assert all(jnp.array_equal(u, v) for u, v in zip(*map(jax.tree_util.tree_leaves, (a, b))))
+
+    def loss(gan, g_params, d_params):
+        g, d = gan
+        vs = {"params": g_params, "batch_stats": gv["batch_stats"]}
+        fake = g.apply(vs, z, train=True, mutable=["batch_stats"])[0]
+        return d.apply({"params": d_params}, fake).sum() - d.apply({"params": d_params}, x).sum()
+
+    grads = [
+        jax.value_and_grad(lambda g, d, m=m: loss(m, g, d), argnums=(0, 1))(
+            gv["params"], dv["params"]
+        )
+        for m in (xla, slices)
+    ]
+    assert float(grads[0][0]) == pytest.approx(float(grads[1][0]), rel=1e-5)
+    for a, b in zip(*(jax.tree_util.tree_leaves(g[1]) for g in grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_by_slices_matches_strided_and_odd_sized_convolutions():
+    kx, kk = jax.random.split(jax.random.PRNGKey(1))
+    for h, k, s in ((7, 3, 1), (7, 4, 2), (9, 3, 2), (6, 5, 3)):
+        x = jax.random.normal(kx, (2, h, h, 3))
+        w = jax.random.normal(kk, (k, k, 3, 4))
+        ref = jax.lax.conv_general_dilated(
+            x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        np.testing.assert_allclose(models.conv_by_slices(x, w, s), ref, rtol=1e-5, atol=1e-5)

@@ -11,12 +11,12 @@ from gr_jax.config import ConfigError
 from .conftest import tiny_config
 
 
-@pytest.mark.parametrize("gan", ["mlp", "conv"])
-def test_each_seed_equals_its_single_seed_run(gan):
-    cfg = tiny_config(gan=gan)
+@pytest.mark.parametrize("gan,conv_impl", [("mlp", "xla"), ("conv", "xla"), ("conv", "slices")])
+def test_each_seed_equals_its_single_seed_run(gan, conv_impl):
+    cfg = tiny_config(gan=gan, conv_impl=conv_impl)
     multi = multiseed.run(cfg, [0, 1], None, bars=False)
     for i, seed in enumerate([0, 1]):
-        single = loop.run(tiny_config(gan=gan, seed=seed), None, bars=False)
+        single = loop.run(tiny_config(gan=gan, seed=seed, conv_impl=conv_impl), None, bars=False)
         m = multi[i]
         assert m["config"]["seed"] == seed
         # accuracies are ratios of integer counts: the same predictions give the same matrix
