@@ -6,7 +6,9 @@
 # off, and with conv_impl "slices"; and once with the second process loading the first's
 # compiled programs. From the repository root:
 #   OUT=/tmp/gpu GR_JAX_DATA_DIR=/path/to/mnist bash benchmarks/gpu_vmap_determinism.sh
-# SMOKE=1 runs every stage with tiny settings (to check the script on a CPU first).
+# PART=vmap or PART=det runs only that half (both together need more than one 600 s call on an
+# H100: the first lease ran out during the determinism pairs); SMOKE=1 runs every stage with
+# tiny settings (to check the script on a CPU first).
 . "$(dirname "$0")/gpu_lib.sh"
 if [ "${SMOKE:-0}" = 1 ]; then
   VMAP=(--preset quick --ks 1,2 --calls 1 --reps 1) DET=(--preset quick --gen-epochs 1)
@@ -14,11 +16,12 @@ else
   VMAP=(--preset seed --ks 1,8 --calls 2 --reps 3) DET=(--preset seed --gen-epochs 2)
 fi
 
+PART=${PART:-all}
 stage_env
-for v in 'xla-c4|{}' 'slices-c4|{"conv_impl": "slices"}' 'slices-c1|{"conv_impl": "slices", "d_chunks": 1}' \
+[ "$PART" = det ] || for v in 'xla-c4|{}' 'slices-c4|{"conv_impl": "slices"}' 'slices-c1|{"conv_impl": "slices", "d_chunks": 1}' \
   'xla-c1|{"d_chunks": 1}'; do
   name=${v%%|*}
-  stage "vmap-$name" 90 $PY benchmarks/vmap_steps.py "${VMAP[@]}" --changes "${v#*|}" \
+  stage "vmap-$name" 150 $PY benchmarks/vmap_steps.py "${VMAP[@]}" --changes "${v#*|}" \
     --json "$R/vmap-$name.json"
 done
 
@@ -29,15 +32,17 @@ det() {
   while [ "$1" != -- ]; do envs+=("$1"); shift; done
   shift
   for i in 1 2; do
-    stage "det-$name-$i" 75 env "${envs[@]}" $PY -m gr_jax.cli run "${DET[@]}" --no-progress \
+    stage "det-$name-$i" 120 env "${envs[@]}" $PY -m gr_jax.cli run "${DET[@]}" --no-progress \
       --out "$R/det-$name-$i" "$@"
   done
   $PY benchmarks/compare_runs.py "$R/det-$name-1" "$R/det-$name-2" | tee "$R/det-$name.txt"
   pack
 }
-det default -- --no-compile-cache
+[ "$PART" = vmap ] && { echo "=== $(date +%T) all stages done"; exit 0; }
+# the pairs not yet measured first
 det detflags XLA_FLAGS="--xla_gpu_deterministic_ops=true --xla_gpu_autotune_level=0" -- \
   --no-compile-cache
 det slices -- --no-compile-cache --conv-impl slices
+det default -- --no-compile-cache
 det cached -- --compile-cache-dir "$R/cache"
 echo "=== $(date +%T) all stages done"
