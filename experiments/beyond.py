@@ -69,6 +69,7 @@ GROUPS = {
     "fashion-best": lambda: _fashion("best"),
     # `best` with the solver's learning rate lowered for Fashion-MNIST (docs/results.md)
     "fashion-best-solver-lr3e-5": lambda: _fashion("best", solver_lr=3e-5),
+    "fashion-best-solver-lr1e-5": lambda: _fashion("best", solver_lr=1e-5),
     "fashion-finetune": lambda: _fashion("seed", replay="none"),
     "fashion-joint": lambda: _fashion("seed", replay="joint"),
     "fashion-exact-12k": lambda: _fashion("seed", replay="exact", buffer_size=12_000),

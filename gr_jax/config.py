@@ -64,6 +64,8 @@ class Config:
     # minibatch-std channel in D (an architecture choice the method leaves open): against the
     # mode dropping of the unconditional GAN
     d_mbstd: bool = False
+    # spectral normalisation of every discriminator layer (Miyato et al. 2018): a smoother D
+    d_spectral: bool = False
     # GAN steps per dispatched program (a lax.scan); 0 = auto: 1 on CPU, 50 on accelerators
     gan_scan: int = 0
     # how the conv GAN computes its convolutions: "xla" (XLA's convolution) or "slices"
@@ -81,6 +83,9 @@ class Config:
     keep_generator: bool = False  # continue training the previous GAN instead of a reset
     gan_loss: str = "ns"  # "ns" (non-saturating, the method) or "hinge"
     gan_ema: float = 0.0  # > 0: replay is drawn from an EMA of the generator's weights (decay)
+    # > 0: replay alignment (Wu et al. 2018): the generator also matches, with this weight on
+    # the mean squared pixel difference, the previous task's generator on the old classes
+    replay_alignment: float = 0.0
 
     @property
     def num_tasks(self) -> int:
@@ -173,6 +178,11 @@ def validate(cfg: Config) -> Config:
         cfg.soft_targets >= 0.0,
         f"soft_targets must be >= 0 (0: hard labels), got {cfg.soft_targets}",
     )
+    need(cfg.replay_alignment >= 0.0, f"replay_alignment must be >= 0, got {cfg.replay_alignment}")
+    need(
+        cfg.replay_alignment == 0.0 or cfg.conditional,
+        "replay_alignment needs conditional=true: the old classes are asked for by label",
+    )
     generative_only = ("conditional", "fresh_replay", "keep_generator")
     for name in generative_only:
         need(
@@ -233,6 +243,7 @@ BEYOND_OFF: dict[str, Any] = {
     "keep_generator": False,
     "gan_loss": "ns",
     "gan_ema": 0.0,
+    "replay_alignment": 0.0,
 }
 
 PRESETS: dict[str, Config] = {

@@ -51,6 +51,17 @@ class EMAGenState(GenState):
         return self.replace(ema_params=ema)
 
 
+class Anchor(struct.PyTreeNode):
+    """The previous task's generator, frozen, for replay alignment: the generator in training
+    is pulled towards its images for the same latents and old classes, drawn uniformly from
+    the first `n_old` entries of `classes` (traced: one program for every task)."""
+
+    params: Any
+    batch_stats: Any
+    classes: jnp.ndarray
+    n_old: jnp.ndarray
+
+
 class GANState(struct.PyTreeNode):
     g: GenState
     d: TrainState
@@ -58,6 +69,19 @@ class GANState(struct.PyTreeNode):
     d_chunks: int = struct.field(pytree_node=False, default=1)
     num_classes: int = struct.field(pytree_node=False, default=0)  # 0: unconditional
     loss: str = struct.field(pytree_node=False, default="ns")
+    # replay alignment (Wu et al. 2018, MeRGAN): weight of the generator's mean squared
+    # distance to `anchor`'s images; only while `anchor` is set (never in checkpoints)
+    anchor: Anchor | None = None
+    align: float = struct.field(pytree_node=False, default=0.0)
+
+    def anchored(
+        self, previous: GenState, classes: jnp.ndarray, n_old: int, weight: float
+    ) -> GANState:
+        """This GAN, aligned with weight `weight` to a copy of generator `previous` on the
+        first `n_old` of `classes`."""
+        g = jax.tree_util.tree_map(jnp.copy, (previous.params, previous.batch_stats))
+        anchor = Anchor(*g, jnp.asarray(classes, jnp.int32), jnp.asarray(n_old, jnp.int32))
+        return self.replace(anchor=anchor, align=weight)
 
 
 @functools.cache
@@ -69,10 +93,11 @@ def _gan_parts(
     num_classes: int = 0,
     mbstd: bool = False,
     conv_impl: str = "xla",
+    spectral: bool = False,
 ):
     """Modules and optimizer, made once per setting: they are static parts of the train states,
     so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
-    gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl)
+    gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl, spectral)
     return gen, disc, optax.adam(lr, b1=beta1)
 
 
@@ -89,12 +114,13 @@ def create_gan_state(
     ema: float = 0.0,
     mbstd: bool = False,
     conv_impl: str = "xla",
+    spectral: bool = False,
 ) -> GANState:
     """A freshly initialised GAN (the method resets the generator before every task); with
     `ema` > 0 its generator also keeps an EMA of its weights with that decay; with `mbstd` its
-    discriminator sees each batch's feature spread; `conv_impl` picks how the conv GAN's
-    convolutions are computed (`models.conv`)."""
-    gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes, mbstd, conv_impl)
+    discriminator sees each batch's feature spread, with `spectral` its layers are spectrally
+    normalised; `conv_impl` picks how the conv GAN's convolutions are computed (`models.conv`)."""
+    gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes, mbstd, conv_impl, spectral)
     kg, kd = jax.random.split(key)
     y0 = jnp.zeros((1,), jnp.int32)
     g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), y0, train=False)
@@ -147,14 +173,21 @@ def gan_step(
     """One discriminator and one generator update on a batch of real images (and their labels,
     used only by a conditional GAN)."""
     n = real.shape[0]
+    if state.anchor is not None:
+        key, k_align = jax.random.split(key)
     z = jax.random.normal(key, (n, state.latent_dim))
     y = labels if state.num_classes else None
+    if state.anchor is not None:
+        z_old, y_old, target = _alignment_batch(state, k_align, n)
+        z, y = jnp.concatenate([z, z_old]), jnp.concatenate([y, y_old])
 
     def generate_train(params):
         variables = {"params": params, "batch_stats": state.g.batch_stats}
         return state.g.apply_fn(variables, z, y, train=True, mutable=["batch_stats"])
 
     fake, g_vjp, g_updates = jax.vjp(generate_train, state.g.params, has_aux=True)
+    if state.anchor is not None:
+        fake, fake_old = fake[:n], fake[n:]
     fake_const = jax.lax.stop_gradient(fake)
     ys = labels if state.num_classes else jnp.zeros((n,), jnp.int32)
 
@@ -186,11 +219,33 @@ def gan_step(
         for f, yp in zip(jnp.split(fake, state.d_chunks), jnp.split(ys, state.d_chunks))
     ]
     g_loss = sum(p[0] for p in parts)
-    (g_grads,) = g_vjp(jnp.concatenate([p[1] for p in parts]))
+    cotangent = [p[1] for p in parts]
+    metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake_p}
+    if state.anchor is not None:
+        align_loss, align_grad = jax.value_and_grad(
+            lambda f: state.align * jnp.mean(jnp.square(f - target))
+        )(fake_old)
+        cotangent.append(align_grad)
+        metrics["align_loss"] = align_loss
+    (g_grads,) = g_vjp(jnp.concatenate(cotangent))
     g = state.g.apply_gradients(grads=g_grads, batch_stats=g_updates.get("batch_stats", {}))
     g = g.update_ema()
-    metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake_p}
     return state.replace(g=g, d=d), metrics
+
+
+def _alignment_batch(
+    state: GANState, key: jax.Array, n: int
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """`n` latents and old classes, and the anchor's images for them (inference mode, as the
+    anchor draws replay). The generator in training draws the same latents and classes next
+    to its usual batch, so its BatchNorm sees old classes too."""
+    a = state.anchor
+    kz, ky = jax.random.split(key)
+    z = jax.random.normal(kz, (n, state.latent_dim))
+    y = a.classes[jax.random.randint(ky, (n,), 0, a.n_old)]
+    variables = {"params": a.params, "batch_stats": a.batch_stats}
+    target = state.g.apply_fn(variables, z, y, train=False)
+    return z, y, jax.lax.stop_gradient(target)
 
 
 def step_at(

@@ -30,6 +30,7 @@ from gr_jax.config import Config, ConfigError, diff, validate
 from gr_jax.data import load_splits, task_indices
 
 GAN_CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
+GAN_CURVES_OPTIONAL = ("align_loss",)  # with replay alignment, from task 2 on
 
 
 FAULT_ENV = "GR_JAX_FAULT"
@@ -122,6 +123,7 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         ema=cfg.gan_ema,
         mbstd=cfg.d_mbstd,
         conv_impl=cfg.conv_impl,
+        spectral=cfg.d_spectral,
     )
 
 
@@ -185,7 +187,11 @@ def solver_curve(t: int, e: int, m: dict, val: Any) -> dict[str, Any]:
 
 def gan_curve(t: int, e: int, m: dict) -> dict[str, Any]:
     """A row of `gan_curves`: one seed's last-step GAN metrics of epoch `e` of task `t`."""
-    return {"task": t, "epoch": e, **{k: float(m[k]) for k in GAN_CURVES}}
+    return {
+        "task": t,
+        "epoch": e,
+        **{k: float(m[k]) for k in GAN_CURVES + GAN_CURVES_OPTIONAL if k in m},
+    }
 
 
 def _accuracies(state: TrainState, data: TaskData, cfg: Config) -> tuple[list, list]:
@@ -333,6 +339,8 @@ def gan_phase(
     on the mix."""
     init_key, train_key = gan_keys(key)
     g = previous if cfg.keep_generator and t > 0 else new_gan(cfg, init_key)
+    if cfg.replay_alignment > 0 and t > 0:
+        g = g.anchored(previous.g, class_order(cfg), n_seen(cfg, t), cfg.replay_alignment)
     n_epochs = cfg.gen_epochs_for(t)
     n = train.n
     total = n_epochs * (n // cfg.gan_batch)
@@ -351,7 +359,7 @@ def gan_phase(
             health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
             _fault_point(t, "gan")
             history["gan_curves"].append(gan_curve(t, e, m))
-    return jax.block_until_ready(g)
+    return jax.block_until_ready(g.replace(anchor=None, align=0.0))
 
 
 def run_task(

@@ -76,14 +76,95 @@ class SliceConv(nn.Module):
         return conv_by_slices(x, kernel, self.strides) + bias
 
 
-def conv(features: int, kernel: int, strides: int, impl: str, name: str) -> nn.Module:
-    """A "SAME" convolution layer by `impl` ("xla": `nn.Conv`; "slices": `SliceConv`), named
-    explicitly so that both give the same parameter tree."""
+SPECTRAL_ITERS = 20
+
+
+def spectral_normalize(w: jnp.ndarray, iters: int = SPECTRAL_ITERS) -> jnp.ndarray:
+    """`w` divided by its largest singular value as a matrix (last axis: outputs), for a
+    spectrally normalised discriminator (Miyato et al. 2018).
+
+    The singular value comes from `iters` power iterations on the smaller Gram matrix of the
+    weights, started afresh from a fixed vector at every call: no state to carry between steps
+    (Miyato et al. keep one vector across steps instead), so the layer stays a pure function of
+    its parameters. The estimate is never above the true value. As in Miyato et al., gradients
+    do not flow through the singular vector, only through sigma = |W v|.
+    """
+    m = w.reshape(-1, w.shape[-1])
+    tall = m.shape[0] >= m.shape[1]
+    gram = jax.lax.stop_gradient(m.T @ m if tall else m @ m.T)
+    v = jnp.full((gram.shape[0],), gram.shape[0] ** -0.5, w.dtype)
+    for _ in range(iters):
+        v = gram @ v
+        v = v / (jnp.linalg.norm(v) + 1e-12)
+    sigma = jnp.linalg.norm(m @ v if tall else v @ m)
+    return w / (sigma + 1e-12)
+
+
+class SpectralConv(nn.Module):
+    """A "SAME" convolution whose kernel is spectrally normalised (`spectral_normalize`) before
+    use; the same parameters as `nn.Conv`, computed by `impl` as in `conv`."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: int = 1
+    impl: str = "xla"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = spectral_normalize(self.param("kernel", nn.initializers.lecun_normal(), shape))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        if self.impl == "slices":
+            return conv_by_slices(x, kernel, self.strides) + bias
+        s = (self.strides, self.strides)
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(x, kernel, s, "SAME", dimension_numbers=dims) + bias
+
+
+class SpectralDense(nn.Module):
+    """`nn.Dense` (same parameters) with its kernel spectrally normalised before use."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        shape = (x.shape[-1], self.features)
+        kernel = spectral_normalize(self.param("kernel", nn.initializers.lecun_normal(), shape))
+        return x @ kernel + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+
+
+class SpectralEmbed(nn.Module):
+    """`nn.Embed` (same parameters) with its table spectrally normalised before use."""
+
+    num_embeddings: int
+    features: int
+
+    @nn.compact
+    def __call__(self, y: jnp.ndarray) -> jnp.ndarray:
+        shape = (self.num_embeddings, self.features)
+        table = self.param("embedding", nn.linear.default_embed_init, shape)
+        return spectral_normalize(table)[y]
+
+
+def dense(features: int, name: str, spectral: bool = False) -> nn.Module:
+    """A dense layer, spectrally normalised if `spectral`; named explicitly so that both give
+    the same parameter tree."""
+    return SpectralDense(features, name=name) if spectral else nn.Dense(features, name=name)
+
+
+def conv(
+    features: int, kernel: int, strides: int, impl: str, name: str, spectral: bool = False
+) -> nn.Module:
+    """A "SAME" convolution layer by `impl` ("xla": `nn.Conv`; "slices": `SliceConv`),
+    spectrally normalised if `spectral`, named explicitly so that all give the same parameter
+    tree."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv_impl {impl!r}; choose from {CONV_IMPLS}")
+    if spectral:
+        return SpectralConv(features, (kernel, kernel), strides, impl, name=name)
     if impl == "slices":
         return SliceConv(features, (kernel, kernel), strides, name=name)
-    if impl == "xla":
-        return nn.Conv(features, (kernel, kernel), strides, padding="SAME", name=name)
-    raise ValueError(f"unknown conv_impl {impl!r}; choose from {CONV_IMPLS}")
+    return nn.Conv(features, (kernel, kernel), strides, padding="SAME", name=name)
 
 
 class SubPixelUp(nn.Module):
@@ -111,14 +192,20 @@ def with_label(z: jnp.ndarray, y: jnp.ndarray | None, num_classes: int) -> jnp.n
 
 
 def projection_logit(
-    h: jnp.ndarray, y: jnp.ndarray | None, num_classes: int, name: str = "embed"
+    h: jnp.ndarray,
+    y: jnp.ndarray | None,
+    num_classes: int,
+    dense_name: str,
+    spectral: bool = False,
 ) -> jnp.ndarray:
     """The discriminator's logit from its last features `h` (N, F), plus the projection term
-    for a conditional GAN. Called inside a compact module."""
-    logit = nn.Dense(1)(h)[:, 0]
+    for a conditional GAN; all spectrally normalised if `spectral`. Called inside a compact
+    module."""
+    logit = dense(1, dense_name, spectral)(h)[:, 0]
     if num_classes == 0:
         return logit
-    return logit + jnp.sum(nn.Embed(num_classes, h.shape[-1], name=name)(y) * h, -1)
+    embed = SpectralEmbed if spectral else nn.Embed
+    return logit + jnp.sum(embed(num_classes, h.shape[-1], name="embed")(y) * h, -1)
 
 
 class ConvGenerator(nn.Module):
@@ -150,21 +237,25 @@ def minibatch_std(x: jnp.ndarray) -> jnp.ndarray:
 
 
 class ConvDiscriminator(nn.Module):
-    """DCGAN-like: 28x28x1 -> 14x14xw -> 7x7x(2w) -> logit, LeakyReLU(0.2), no normalisation;
-    with `mbstd`, the 7x7 features get a minibatch-std channel before the logit."""
+    """DCGAN-like: 28x28x1 -> 14x14xw -> 7x7x(2w) -> logit, LeakyReLU(0.2), no normalisation
+    unless `spectral` (every layer spectrally normalised); with `mbstd`, the 7x7 features get a
+    minibatch-std channel before the logit."""
 
     width: int = 64
     num_classes: int = 0
     mbstd: bool = False
     conv_impl: str = "xla"
+    spectral: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None) -> jnp.ndarray:
-        x = nn.leaky_relu(conv(self.width, 4, 2, self.conv_impl, "Conv_0")(x), 0.2)
-        x = nn.leaky_relu(conv(2 * self.width, 4, 2, self.conv_impl, "Conv_1")(x), 0.2)
+        for i, features in enumerate((self.width, 2 * self.width)):
+            layer = conv(features, 4, 2, self.conv_impl, f"Conv_{i}", self.spectral)
+            x = nn.leaky_relu(layer(x), 0.2)
         if self.mbstd:
             x = minibatch_std(x)
-        return projection_logit(x.reshape(x.shape[0], -1), y, self.num_classes)
+        h = x.reshape(x.shape[0], -1)
+        return projection_logit(h, y, self.num_classes, "Dense_0", self.spectral)
 
 
 class MLPGenerator(nn.Module):
@@ -184,35 +275,43 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """784 -> 512 -> 256 -> logit, LeakyReLU(0.2); `mbstd` as in the conv discriminator."""
+    """784 -> 512 -> 256 -> logit, LeakyReLU(0.2); `mbstd` and `spectral` as in the conv
+    discriminator."""
 
     hidden: Sequence[int] = (512, 256)
     num_classes: int = 0
     mbstd: bool = False
+    spectral: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None) -> jnp.ndarray:
         x = x.reshape(x.shape[0], -1)
-        for h in self.hidden:
-            x = nn.leaky_relu(nn.Dense(h)(x), 0.2)
+        for i, h in enumerate(self.hidden):
+            x = nn.leaky_relu(dense(h, f"Dense_{i}", self.spectral)(x), 0.2)
         if self.mbstd:
             x = minibatch_std(x)
-        return projection_logit(x, y, self.num_classes)
+        return projection_logit(x, y, self.num_classes, f"Dense_{len(self.hidden)}", self.spectral)
 
 
 def make_gan(
-    kind: str, width: int = 64, num_classes: int = 0, mbstd: bool = False, conv_impl: str = "xla"
+    kind: str,
+    width: int = 64,
+    num_classes: int = 0,
+    mbstd: bool = False,
+    conv_impl: str = "xla",
+    spectral: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) for `kind` "conv" or "mlp"; conditional if num_classes > 0;
-    a minibatch-std discriminator if `mbstd`; the conv GAN's convolutions by `conv_impl`."""
+    a minibatch-std discriminator if `mbstd`, a spectrally normalised one if `spectral`; the
+    conv GAN's convolutions by `conv_impl`."""
     if kind == "conv":
         return (
             ConvGenerator(width, num_classes=num_classes, conv_impl=conv_impl),
-            ConvDiscriminator(width, num_classes=num_classes, mbstd=mbstd, conv_impl=conv_impl),
+            ConvDiscriminator(width, num_classes, mbstd, conv_impl, spectral),
         )
     if kind == "mlp":
         return (
             MLPGenerator(num_classes=num_classes),
-            MLPDiscriminator(num_classes=num_classes, mbstd=mbstd),
+            MLPDiscriminator(num_classes=num_classes, mbstd=mbstd, spectral=spectral),
         )
     raise ValueError(f"unknown GAN kind {kind!r}")

@@ -1,5 +1,5 @@
 """The options beyond the original method: conditional GAN, soft targets, replay weighting,
-fresh replay, keeping the generator, hinge loss, an EMA of the generator."""
+fresh replay, keeping the generator, hinge loss, an EMA of the generator, replay alignment."""
 
 import dataclasses
 
@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from gr_jax import gan, health, loop, multiseed, replay, solver
+from gr_jax import gan, health, loop, multiseed, replay, runs, solver
 from gr_jax.cli import main
 from gr_jax.config import BEYOND_OFF, PRESETS, ConfigError, preset
 
@@ -180,6 +180,33 @@ def test_generator_ema_averages_the_weights_and_is_what_replay_samples():
     assert not np.allclose(from_ema, from_raw)
 
 
+def test_replay_alignment_pulls_the_generator_to_the_anchor():
+    data = _shapes()
+    labels = jnp.repeat(jnp.arange(2, dtype=jnp.int32), 64)
+    make = lambda seed: gan.create_gan_state(  # noqa: E731
+        jax.random.PRNGKey(seed), "mlp", 16, 16, 2e-3, 0.5, num_classes=10
+    )
+    anchor = make(1).g  # another generator: what "the previous task's" drew
+    z = jax.random.normal(jax.random.PRNGKey(9), (64, 16))
+    old = jnp.full((64,), 5, jnp.int32)  # an old class, absent from the data
+
+    def distance(g):
+        draw = lambda g: g.apply_fn({"params": g.params}, z, old, train=False)  # noqa: E731
+        return float(jnp.mean((draw(g) - draw(anchor)) ** 2))
+
+    results = {}
+    for weight in (0.0, 10.0):
+        state = make(0)
+        if weight:
+            state = state.anchored(anchor, jnp.asarray([5, 0, 1]), 1, weight)
+        for e in range(10):
+            state, m = gan.train_epoch(state, data, labels, 128, jax.random.PRNGKey(e), 32)
+        assert ("align_loss" in m) == bool(weight)
+        results[weight] = distance(state.g)
+    # aligned, the generator draws class 5 like the anchor; not aligned, it drifts elsewhere
+    assert results[10.0] < 0.2 * results[0.0], results
+
+
 def test_keep_generator_continues_the_previous_gan():
     cfg = tiny_config(keep_generator=True, gen_epochs=(1, 0))
     data = loop.prepare_data(cfg)
@@ -206,9 +233,16 @@ def test_all_options_together_run_end_to_end(tmp_path):
         keep_generator=True,
         gan_loss="hinge",
         gan_ema=0.9,
+        replay_alignment=1.0,
     )
     r = loop.run(cfg, tmp_path / "run", bars=False)
     assert np.isfinite(r["test"]["acc"]) and r["r_test"][1][1] > 0.5
+    # alignment from the second task on, to the first task's generator
+    aligned = [("align_loss" in row) for row in r["gan_curves"]]
+    assert aligned == [row["task"] > 0 for row in r["gan_curves"]] and any(aligned)
+    # the anchor lives only inside the GAN phase: checkpoints hold the plain GAN state
+    states = runs.task_states(tmp_path / "run")
+    assert all(s.gan.anchor is None for s in states.values())
     # conditional replay before task 2 asks for classes 0 and 1 equally: the solver, which
     # knows only those two classes, labels them 0 or 1
     counts = r["replay_class_counts"][1]
@@ -227,6 +261,8 @@ def test_all_options_together_run_end_to_end(tmp_path):
         ({"conditional": True, "replay": "none"}, "conditional needs replay='generative'"),
         ({"fresh_replay": True, "solver_batch": 63}, "even"),
         ({"conditional": 1}, "conditional must be bool"),
+        ({"replay_alignment": 1.0}, "replay_alignment needs conditional"),
+        ({"replay_alignment": -1.0, "conditional": True}, "replay_alignment must be >= 0"),
     ],
 )
 def test_bad_beyond_options_are_named(overrides, match):

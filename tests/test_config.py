@@ -25,6 +25,7 @@ LEFT_OPEN = {
     "solver_batch",
     "gan_width",
     "d_mbstd",
+    "d_spectral",
     "gen_epochs",
     "gan_lr",
     "gan_beta1",

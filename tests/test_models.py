@@ -91,3 +91,44 @@ def test_conv_by_slices_matches_strided_and_odd_sized_convolutions():
             x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
         np.testing.assert_allclose(models.conv_by_slices(x, w, s), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (40, 300), (4, 4, 8, 16), (64, 1), (10, 64)])
+def test_spectral_normalize_gives_unit_spectral_norm(shape):
+    w = jax.random.normal(jax.random.PRNGKey(1), shape)
+    m = np.asarray(models.spectral_normalize(w)).reshape(-1, shape[-1])
+    top = np.linalg.svd(m, compute_uv=False)[0]
+    # the power iteration's estimate is never above the true value: top >= 1
+    assert 1 - 1e-5 <= top <= 1.03, top
+
+
+@pytest.mark.parametrize("kind,impl", [("conv", "xla"), ("conv", "slices"), ("mlp", "xla")])
+def test_spectral_discriminator_ignores_the_scale_of_its_weights(kind, impl):
+    key = jax.random.PRNGKey(0)
+    x = jax.random.uniform(key, (4, 28, 28, 1), minval=-1, maxval=1)
+    y = jnp.arange(4)
+    plain = models.make_gan(kind, 8, num_classes=10, conv_impl=impl)[1]
+    spectral = models.make_gan(kind, 8, num_classes=10, conv_impl=impl, spectral=True)[1]
+    v = plain.init(key, x, y)
+    # the same parameters as the plain discriminator: names, shapes and initial values
+    sv = spectral.init(key, x, y)
+    assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(sv)
+    assert all(jnp.array_equal(a, b) for a, b in zip(*map(jax.tree_util.tree_leaves, (v, sv))))
+    # biases are 0 at init, so scaling every weight matrix by 5 scales each layer's output by 5
+    # unless the layer divides by the matrix's spectral norm
+    scaled = jax.tree_util.tree_map(lambda p: 5 * p, v)
+    for d, invariant in ((plain, False), (spectral, True)):
+        a, b = d.apply(v, x, y), d.apply(scaled, x, y)
+        assert np.allclose(a, b, rtol=1e-4, atol=1e-5) == invariant, (kind, invariant)
+    grads = jax.grad(lambda p: spectral.apply({"params": p}, x, y).sum())(v["params"])
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_spectral_convolutions_agree_across_implementations():
+    key = jax.random.PRNGKey(0)
+    x = jax.random.uniform(key, (4, 28, 28, 1), minval=-1, maxval=1)
+    xla, slices = (
+        models.make_gan("conv", 8, spectral=True, conv_impl=impl)[1] for impl in ("xla", "slices")
+    )
+    v = xla.init(key, x)
+    np.testing.assert_allclose(xla.apply(v, x), slices.apply(v, x), rtol=1e-4, atol=1e-5)
