@@ -86,6 +86,7 @@ class Config:
     # > 0: replay alignment (Wu et al. 2018): the generator also matches, with this weight on
     # the mean squared pixel difference, the previous task's generator on the old classes
     replay_alignment: float = 0.0
+    align_batch: int = 0  # old-class images per GAN step for replay alignment; 0: gan_batch
 
     @property
     def num_tasks(self) -> int:
@@ -179,6 +180,7 @@ def validate(cfg: Config) -> Config:
         f"soft_targets must be >= 0 (0: hard labels), got {cfg.soft_targets}",
     )
     need(cfg.replay_alignment >= 0.0, f"replay_alignment must be >= 0, got {cfg.replay_alignment}")
+    need(cfg.align_batch >= 0, f"align_batch must be >= 0 (0: gan_batch), got {cfg.align_batch}")
     need(
         cfg.replay_alignment == 0.0 or cfg.conditional,
         "replay_alignment needs conditional=true: the old classes are asked for by label",

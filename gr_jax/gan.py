@@ -73,15 +73,21 @@ class GANState(struct.PyTreeNode):
     # distance to `anchor`'s images; only while `anchor` is set (never in checkpoints)
     anchor: Anchor | None = None
     align: float = struct.field(pytree_node=False, default=0.0)
+    align_batch: int = struct.field(pytree_node=False, default=0)  # 0: the real batch's size
 
     def anchored(
-        self, previous: GenState, classes: jnp.ndarray, n_old: int, weight: float
+        self,
+        previous: GenState,
+        classes: jnp.ndarray,
+        n_old: int,
+        weight: float,
+        batch: int = 0,
     ) -> GANState:
         """This GAN, aligned with weight `weight` to a copy of generator `previous` on the
-        first `n_old` of `classes`."""
+        first `n_old` of `classes`, `batch` images a step (0: as many as the real batch)."""
         g = jax.tree_util.tree_map(jnp.copy, (previous.params, previous.batch_stats))
         anchor = Anchor(*g, jnp.asarray(classes, jnp.int32), jnp.asarray(n_old, jnp.int32))
-        return self.replace(anchor=anchor, align=weight)
+        return self.replace(anchor=anchor, align=weight, align_batch=batch)
 
 
 @functools.cache
@@ -178,7 +184,7 @@ def gan_step(
     z = jax.random.normal(key, (n, state.latent_dim))
     y = labels if state.num_classes else None
     if state.anchor is not None:
-        z_old, y_old, target = _alignment_batch(state, k_align, n)
+        z_old, y_old, target = _alignment_batch(state, k_align, state.align_batch or n)
         z, y = jnp.concatenate([z, z_old]), jnp.concatenate([y, y_old])
 
     def generate_train(params):

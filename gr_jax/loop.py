@@ -340,7 +340,9 @@ def gan_phase(
     init_key, train_key = gan_keys(key)
     g = previous if cfg.keep_generator and t > 0 else new_gan(cfg, init_key)
     if cfg.replay_alignment > 0 and t > 0:
-        g = g.anchored(previous.g, class_order(cfg), n_seen(cfg, t), cfg.replay_alignment)
+        g = g.anchored(
+            previous.g, class_order(cfg), n_seen(cfg, t), cfg.replay_alignment, cfg.align_batch
+        )
     n_epochs = cfg.gen_epochs_for(t)
     n = train.n
     total = n_epochs * (n // cfg.gan_batch)
@@ -359,7 +361,7 @@ def gan_phase(
             health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
             _fault_point(t, "gan")
             history["gan_curves"].append(gan_curve(t, e, m))
-    return jax.block_until_ready(g.replace(anchor=None, align=0.0))
+    return jax.block_until_ready(g.replace(anchor=None, align=0.0, align_batch=0))
 
 
 def run_task(

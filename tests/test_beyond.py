@@ -198,7 +198,7 @@ def test_replay_alignment_pulls_the_generator_to_the_anchor():
     for weight in (0.0, 10.0):
         state = make(0)
         if weight:
-            state = state.anchored(anchor, jnp.asarray([5, 0, 1]), 1, weight)
+            state = state.anchored(anchor, jnp.asarray([5, 0, 1]), 1, weight, batch=16)
         for e in range(10):
             state, m = gan.train_epoch(state, data, labels, 128, jax.random.PRNGKey(e), 32)
         assert ("align_loss" in m) == bool(weight)
@@ -234,6 +234,7 @@ def test_all_options_together_run_end_to_end(tmp_path):
         gan_loss="hinge",
         gan_ema=0.9,
         replay_alignment=1.0,
+        align_batch=8,
     )
     r = loop.run(cfg, tmp_path / "run", bars=False)
     assert np.isfinite(r["test"]["acc"]) and r["r_test"][1][1] > 0.5
@@ -263,6 +264,7 @@ def test_all_options_together_run_end_to_end(tmp_path):
         ({"conditional": 1}, "conditional must be bool"),
         ({"replay_alignment": 1.0}, "replay_alignment needs conditional"),
         ({"replay_alignment": -1.0, "conditional": True}, "replay_alignment must be >= 0"),
+        ({"align_batch": -1}, "align_batch must be >= 0"),
     ],
 )
 def test_bad_beyond_options_are_named(overrides, match):
