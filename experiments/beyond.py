@@ -65,6 +65,8 @@ def _fashion(name: str, **overrides) -> Config:
 GROUPS = {
     **{k: (lambda c=c: c) for k, c in _ablation_groups().items()},
     "best": lambda: preset("best"),  # = the ablation's last step + a minibatch-std D
+    # `best` with MeRGAN's replay alignment (docs/results.md): weight and batch chosen on seed 0
+    "best+replay-alignment": lambda: preset("best", replay_alignment=10.0, align_batch=16),
     "fashion-seed": lambda: _fashion("seed"),
     "fashion-best": lambda: _fashion("best"),
     # `best` with the solver's learning rate lowered for Fashion-MNIST (docs/results.md)
