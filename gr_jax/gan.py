@@ -89,6 +89,10 @@ class GANState(struct.PyTreeNode):
         anchor = Anchor(*g, jnp.asarray(classes, jnp.int32), jnp.asarray(n_old, jnp.int32))
         return self.replace(anchor=anchor, align=weight, align_batch=batch)
 
+    def unanchored(self) -> GANState:
+        """This GAN without replay alignment (as it is checkpointed and replays)."""
+        return self.replace(anchor=None, align=0.0, align_batch=0)
+
 
 @functools.cache
 def _gan_parts(

@@ -361,7 +361,7 @@ def gan_phase(
             health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
             _fault_point(t, "gan")
             history["gan_curves"].append(gan_curve(t, e, m))
-    return jax.block_until_ready(g.replace(anchor=None, align=0.0, align_batch=0))
+    return jax.block_until_ready(g.unanchored())
 
 
 def run_task(

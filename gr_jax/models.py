@@ -60,22 +60,6 @@ def conv_by_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.
     return jnp.concatenate(cols, -1) @ kernel.reshape(kh * kw * cin, cout)
 
 
-class SliceConv(nn.Module):
-    """`nn.Conv` with "SAME" padding computed by `conv_by_slices`; same parameters (names,
-    shapes, initialisers), so it loads and initialises exactly like `nn.Conv`."""
-
-    features: int
-    kernel_size: tuple[int, int]
-    strides: int = 1
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        shape = (*self.kernel_size, x.shape[-1], self.features)
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return conv_by_slices(x, kernel, self.strides) + bias
-
-
 SPECTRAL_ITERS = 20
 
 
@@ -100,19 +84,23 @@ def spectral_normalize(w: jnp.ndarray, iters: int = SPECTRAL_ITERS) -> jnp.ndarr
     return w / (sigma + 1e-12)
 
 
-class SpectralConv(nn.Module):
-    """A "SAME" convolution whose kernel is spectrally normalised (`spectral_normalize`) before
-    use; the same parameters as `nn.Conv`, computed by `impl` as in `conv`."""
+class KernelConv(nn.Module):
+    """`nn.Conv` with "SAME" padding (same parameters: names, shapes, initialisers) computed by
+    `impl` ("slices": `conv_by_slices`; "xla": XLA's convolution), its kernel spectrally
+    normalised first if `spectral`."""
 
     features: int
     kernel_size: tuple[int, int]
     strides: int = 1
     impl: str = "xla"
+    spectral: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         shape = (*self.kernel_size, x.shape[-1], self.features)
-        kernel = spectral_normalize(self.param("kernel", nn.initializers.lecun_normal(), shape))
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
+        if self.spectral:
+            kernel = spectral_normalize(kernel)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         if self.impl == "slices":
             return conv_by_slices(x, kernel, self.strides) + bias
@@ -155,16 +143,14 @@ def dense(features: int, name: str, spectral: bool = False) -> nn.Module:
 def conv(
     features: int, kernel: int, strides: int, impl: str, name: str, spectral: bool = False
 ) -> nn.Module:
-    """A "SAME" convolution layer by `impl` ("xla": `nn.Conv`; "slices": `SliceConv`),
-    spectrally normalised if `spectral`, named explicitly so that all give the same parameter
-    tree."""
+    """A "SAME" convolution layer computed by `impl` ("xla": `nn.Conv`; "slices":
+    `conv_by_slices`), spectrally normalised if `spectral`, named explicitly so that all give
+    the same parameter tree."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv_impl {impl!r}; choose from {CONV_IMPLS}")
-    if spectral:
-        return SpectralConv(features, (kernel, kernel), strides, impl, name=name)
-    if impl == "slices":
-        return SliceConv(features, (kernel, kernel), strides, name=name)
-    return nn.Conv(features, (kernel, kernel), strides, padding="SAME", name=name)
+    if impl == "xla" and not spectral:
+        return nn.Conv(features, (kernel, kernel), strides, padding="SAME", name=name)
+    return KernelConv(features, (kernel, kernel), strides, impl, spectral, name=name)
 
 
 class SubPixelUp(nn.Module):
