@@ -70,7 +70,8 @@ class GANState(struct.PyTreeNode):
     num_classes: int = struct.field(pytree_node=False, default=0)  # 0: unconditional
     loss: str = struct.field(pytree_node=False, default="ns")
     # replay alignment (Wu et al. 2018, MeRGAN): weight of the generator's mean squared
-    # distance to `anchor`'s images; only while `anchor` is set (never in checkpoints)
+    # distance to `anchor`'s images; only while `anchor` is set (never in checkpoints). An
+    # anchored state is another pytree, so the GAN step compiles once more, at task 2.
     anchor: Anchor | None = None
     align: float = struct.field(pytree_node=False, default=0.0)
     align_batch: int = struct.field(pytree_node=False, default=0)  # 0: the real batch's size

@@ -293,7 +293,9 @@ def make_gan(
     if kind == "conv":
         return (
             ConvGenerator(width, num_classes=num_classes, conv_impl=conv_impl),
-            ConvDiscriminator(width, num_classes, mbstd, conv_impl, spectral),
+            ConvDiscriminator(
+                width, num_classes=num_classes, mbstd=mbstd, conv_impl=conv_impl, spectral=spectral
+            ),
         )
     if kind == "mlp":
         return (
