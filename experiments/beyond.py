@@ -6,8 +6,9 @@ the Split Fashion-MNIST benchmark, run in resumable pieces like `study.py`.
     python experiments/beyond.py report     # experiments/results/beyond/summary.{json,csv,md}
 
 The ablation adds one option at a time to the seed-faithful preset (n_gen = 12k), then the
-two tuned learning rates; `best` adds a minibatch-std discriminator to its last step. Its first
-row is the study's `gr-conv-12k` group (the same config), read from experiments/results/.
+two tuned learning rates and a minibatch-std discriminator; `best` trains a wider solver and
+the GAN for longer on top of its last step. Its first row is the study's `gr-conv-12k` group
+(the same config), read from experiments/results/.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ BEYOND_TABLE = (
 )
 
 # cumulative: each step adds one option to the one before it; the step after the last is
-# `best` (the same, with a minibatch-std discriminator), checked in main()
+# `best` (the same, with longer training), checked in main()
 ABLATION = [
     ("+conditional", {"conditional": True}),
     ("+soft-targets", {"soft_targets": 4.0}),
@@ -47,7 +48,12 @@ ABLATION = [
     ("+fresh-replay", {"fresh_replay": True}),
     ("+keep-generator", {"keep_generator": True}),
     ("+learning-rates", {"solver_lr": 3e-4, "gan_lr": 1.6e-3}),
+    # the `best` preset until 2026-11-27
+    ("+minibatch-std", {"d_mbstd": True}),
 ]
+# what `best` adds to the ablation's last step
+BEST_EXTRA = {"solver_epochs", "solver_hidden", "gen_epochs", "final_gan"}
+WIDE_SOLVER = {"solver_hidden": (1000, 1000), "solver_epochs": 10}
 
 
 def _ablation_groups() -> dict[str, Config]:
@@ -62,16 +68,30 @@ def _fashion(name: str, **overrides) -> Config:
     return preset(name, dataset="fashion_mnist", **overrides)
 
 
+def _mbstd(**overrides) -> Config:
+    """The ablation's last step (`best` until 2026-11-27), with some fields replaced."""
+    return dataclasses.replace(_ablation_groups()[ABLATION[-1][0]], **overrides)
+
+
 GROUPS = {
     **{k: (lambda c=c: c) for k, c in _ablation_groups().items()},
-    "best": lambda: preset("best"),  # = the ablation's last step + a minibatch-std D
-    # `best` with MeRGAN's replay alignment (docs/results.md): weight and batch chosen on seed 0
-    "best+replay-alignment": lambda: preset("best", replay_alignment=10.0, align_batch=16),
+    "best": lambda: preset("best"),  # = the ablation's last step + longer training
+    # MeRGAN's replay alignment on `+minibatch-std` (docs/results.md): weight and batch
+    # chosen on seed 0
+    "best+replay-alignment": lambda: _mbstd(replay_alignment=10.0, align_batch=16),
+    # the upper bound and stored-data replay with `best`'s solver (width, epochs) on MNIST
+    "joint-wide-solver": lambda: preset("seed", replay="joint", **WIDE_SOLVER),
+    "exact-12k-wide-solver": lambda: preset(
+        "seed", replay="exact", buffer_size=12_000, **WIDE_SOLVER
+    ),
     "fashion-seed": lambda: _fashion("seed"),
-    "fashion-best": lambda: _fashion("best"),
-    # `best` with the solver's learning rate lowered for Fashion-MNIST (docs/results.md)
-    "fashion-best-solver-lr3e-5": lambda: _fashion("best", solver_lr=3e-5),
-    "fashion-best-solver-lr1e-5": lambda: _fashion("best", solver_lr=1e-5),
+    # the fashion-best* groups are `+minibatch-std` (`best` when they were run) on
+    # Fashion-MNIST, the last two with the solver's learning rate lowered (docs/results.md)
+    "fashion-best": lambda: _mbstd(dataset="fashion_mnist"),
+    "fashion-best-solver-lr3e-5": lambda: _mbstd(dataset="fashion_mnist", solver_lr=3e-5),
+    "fashion-best-solver-lr1e-5": lambda: _mbstd(dataset="fashion_mnist", solver_lr=1e-5),
+    # today's `best` (longer training) on Fashion-MNIST, solver lr as the last group's
+    "fashion-longer-solver-lr1e-5": lambda: _fashion("best", solver_lr=1e-5),
     "fashion-finetune": lambda: _fashion("seed", replay="none"),
     "fashion-joint": lambda: _fashion("seed", replay="joint"),
     "fashion-exact-12k": lambda: _fashion("seed", replay="exact", buffer_size=12_000),
@@ -108,8 +128,8 @@ def load_results() -> dict[str, list[dict]]:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], list(GROUPS))
     last = GROUPS[ABLATION[-1][0]]()
-    assert set(diff(last, preset("best"))) == {"d_mbstd"}, (
-        "the ablation's last step should be the best preset but for its minibatch-std D"
+    assert set(diff(last, preset("best"))) == BEST_EXTRA, (
+        "the ablation's last step should be the best preset but for its longer training"
     )
     if args.command == "list":
         for g, make in GROUPS.items():

@@ -326,6 +326,12 @@ def solver_phase(
     return s, eval_time
 
 
+def trains_gan(cfg: Config, t: int) -> bool:
+    """Whether task `t` (0-based) ends with a GAN phase: always for generative replay, but for
+    the last task only with `final_gan` (no later task replays that generator)."""
+    return cfg.replay == "generative" and (cfg.final_gan or t < cfg.num_tasks - 1)
+
+
 def gan_phase(
     cfg: Config,
     t: int,
@@ -400,7 +406,7 @@ def _run_phases(
 
     tick = time.perf_counter()
     g = state.gan
-    if cfg.replay == "generative":
+    if trains_gan(cfg, t):
         g = gan_phase(cfg, t, state.gan, train, k_gan, history, bars)
     timings["gan"] = time.perf_counter() - tick
 

@@ -204,7 +204,7 @@ def run_task(
 
     tick = time.perf_counter()
     g = state.gan
-    if cfg.replay == "generative":
+    if loop.trains_gan(cfg, t):
         init_keys, train_keys = jax.vmap(loop.gan_keys)(k_gan)
         g = p.new_gans(init_keys)
         epochs = cfg.gen_epochs_for(t)

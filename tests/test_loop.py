@@ -77,6 +77,21 @@ def test_an_unconditional_gan_does_not_depend_on_the_solver(tiny_run):
     assert other["gan_curves"] == r["gan_curves"]
 
 
+def test_without_the_final_gan_the_numbers_are_the_same_and_the_last_generator_kept(
+    tmp_path, tiny_run
+):
+    out, r = tiny_run
+    skip = loop.run(tiny_config(final_gan=False), tmp_path / "r", bars=False)
+    assert skip["r_test"] == r["r_test"] and skip["solver_curves"] == r["solver_curves"]
+    assert skip["gan_curves"] == r["gan_curves"][:1]  # task 1's GAN epoch only
+    assert skip["timings"][1]["gan"] < 0.1 * r["timings"][1]["gan"]
+    cfg = tiny_config()
+    after_1, _ = checkpoints.restore(checkpoints.manager(out), 1, loop.init_state(cfg))
+    last, _ = checkpoints.restore(checkpoints.manager(tmp_path / "r"), 2, loop.init_state(cfg))
+    same = jax.tree.map(np.array_equal, after_1.gan.g.params, last.gan.g.params)
+    assert all(jax.tree.leaves(same))
+
+
 def test_resume_after_the_first_task_gives_the_same_results(tmp_path, tiny_run):
     _, full = tiny_run
     cfg = tiny_config()

@@ -1,0 +1,38 @@
+"""The committed results files are what their experiment groups say they are: a group whose
+config changed (a preset retuned) must not be reported from files of the old config."""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gr_jax.config import Config, diff
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+
+import beyond  # noqa: E402
+import study  # noqa: E402
+
+
+def _files(module, results: Path) -> list[tuple[str, Path]]:
+    found = []
+    for f in sorted(results.glob("*-s*.json")):
+        group = f.stem.rsplit("-s", 1)[0]
+        if group in module.GROUPS:
+            found.append((group, f))
+    return found
+
+
+@pytest.mark.parametrize(
+    "module, results", [(study, study.RESULTS), (beyond, beyond.RESULTS)], ids=["study", "beyond"]
+)
+def test_results_files_match_their_groups_configs(module, results):
+    files = _files(module, results)
+    assert len(files) >= 20
+    for group, f in files:
+        saved = Config.from_dict(json.loads(f.read_text())["config"])
+        expected = dataclasses.replace(module.GROUPS[group](), seed=saved.seed)
+        assert not diff(saved, expected), (f.name, diff(saved, expected))
