@@ -39,6 +39,7 @@ def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
     argv = [
         "run", "--preset", "quick", "--tasks", "0,1/2,3", "--n-gen", "64", "--gen-chunk", "64",
         "--solver-epochs", "1", "--gan", "mlp", "--gen-epochs", "1", "--gan-batch", "32",
+        "--final-gan", "false",
         "--seeds", "3-5", "--out", str(out), "--no-progress", "--no-compile-cache",
     ]  # fmt: skip
     assert cli.main(argv) == 0
@@ -51,6 +52,9 @@ def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
     assert summary["test_acc"]["mean"] == pytest.approx(np.mean(accs))
     assert summary["test_acc"]["std"] == pytest.approx(np.std(accs))
     assert np.array(summary["r_test"]["mean"]).shape == (2, 2)
+    # no GAN after the last task: only task 1's GAN epoch is in the curves
+    seed_3 = json.loads((out / "seed=3" / "results.json").read_text())
+    assert [(r["task"], r["epoch"]) for r in seed_3["gan_curves"]] == [(0, 0)]
     # resuming a finished multi-seed run with other seeds is refused
     assert (
         cli.main(argv[:-6] + ["--seeds", "3-4", "--resume", "--out", str(out), "--no-progress"])
