@@ -47,8 +47,9 @@ def jax_solver_epoch(batch: int, steps: int):
     return epoch
 
 
-def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1):
-    """A function running one GAN epoch of `steps` batches, as the task loop runs it."""
+def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1, dtype: str = "float32"):
+    """A function running one GAN epoch of `steps` batches, as the task loop runs it; `dtype`
+    is the config field `gan_dtype`."""
     cfg = PRESETS["seed"]
     n = batch * steps
     x = jax.random.uniform(jax.random.PRNGKey(0), (n, 28, 28, 1)) * 2 - 1
@@ -62,6 +63,7 @@ def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1):
             cfg.gan_lr,
             cfg.gan_beta1,
             cfg.d_chunks,
+            dtype=dtype,
         )
     ]
 
@@ -76,7 +78,8 @@ def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1):
 
 def torch_epoch(model: str, batch: int, steps: int, device: str = "cpu"):
     """The PyTorch reference's epoch: shuffled batches sliced from in-memory tensors (on
-    `device`), ending with a device sync so the time covers the work."""
+    `device`), ending with a device sync so the time covers the work. "conv-bf16" is the conv
+    GAN under `torch.autocast` in bfloat16 (float32 weights and optimizer, as ours)."""
     import torch
     import torch_reference as ref
 
@@ -89,7 +92,13 @@ def torch_epoch(model: str, batch: int, steps: int, device: str = "cpu"):
         trainer = ref.SolverTrainer(cfg.solver_hidden, cfg.solver_lr, device=device)
     else:
         trainer = ref.GAN(
-            model, cfg.gan_width, cfg.latent_dim, cfg.gan_lr, cfg.gan_beta1, device=device
+            model.removesuffix("-bf16"),
+            cfg.gan_width,
+            cfg.latent_dim,
+            cfg.gan_lr,
+            cfg.gan_beta1,
+            device=device,
+            autocast=model.endswith("-bf16"),
         )
 
     def epoch():
@@ -134,12 +143,13 @@ def _flops_per_sample(model: str, batch: int) -> float:
     else:
         state = gan.create_gan_state(
             jax.random.PRNGKey(0),
-            model,
+            model.removesuffix("-bf16"),
             cfg.gan_width,
             cfg.latent_dim,
             cfg.gan_lr,
             cfg.gan_beta1,
             cfg.d_chunks,
+            dtype="bfloat16" if model.endswith("-bf16") else "float32",
         )
         labels = jnp.zeros((batch,), jnp.int32)
         lowered = jax.jit(gan.gan_step).lower(state, x, labels, jax.random.PRNGKey(1))
@@ -148,9 +158,10 @@ def _flops_per_sample(model: str, batch: int) -> float:
     return float(cost["flops"]) / batch
 
 
-def matmul_peak(n: int, reps: int = 5) -> float:
-    """GFLOP/s of an n x n f32 matmul at JAX's default precision (TF32 on recent GPUs)."""
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+def matmul_peak(n: int, reps: int = 5, dtype: str = "float32") -> float:
+    """GFLOP/s of an n x n matmul in `dtype` at JAX's default precision (TF32 on recent GPUs
+    for float32)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n)).astype(dtype)
     f = jax.jit(lambda a, b: a @ b)
     f(a, a).block_until_ready()
     seconds = float(np.median([_timed(lambda: f(a, a).block_until_ready()) for _ in range(reps)]))
@@ -161,6 +172,10 @@ MODELS = {
     "solver": ("solver (MLP 784-400-400-10)", lambda b, s, k: jax_solver_epoch(b, s)),
     "mlp": ("MLP GAN", lambda b, s, k: jax_gan_epoch("mlp", b, s, k)),
     "conv": ("conv GAN", lambda b, s, k: jax_gan_epoch("conv", b, s, k)),
+    "conv-bf16": (
+        "conv GAN, bfloat16 compute",
+        lambda b, s, k: jax_gan_epoch("conv", b, s, k, "bfloat16"),
+    ),
 }
 
 
@@ -222,14 +237,17 @@ def main() -> None:
                 row["speedup_vs_torch"] = t["torch"] / t["jax"]
             rows.append(row)
             print(f"{label}, batch {batch}: done", flush=True)
-    peak = matmul_peak(2048 if env["backend"] == "cpu" else 8192)
+    size = 2048 if env["backend"] == "cpu" else 8192
+    peak = matmul_peak(size)
+    peak_bf16 = matmul_peak(size, dtype="bfloat16")
     for r in rows:
         flops = flops_per_sample(r["key"], r["batch"])
         r["mflop_per_sample"] = flops / 1e6
+        row_peak = peak_bf16 if r["key"].endswith("-bf16") else peak
         for impl in ("jax", "torch"):
             if f"{impl}_samples_per_s" in r:
                 r[f"{impl}_gflops"] = flops * r[f"{impl}_samples_per_s"] / 1e9
-                r[f"{impl}_fraction_of_peak"] = r[f"{impl}_gflops"] / peak
+                r[f"{impl}_fraction_of_peak"] = r[f"{impl}_gflops"] / row_peak
     cols = ["jax_steps_per_s", "jax_samples_per_s", "jax_gflops", "jax_fraction_of_peak"]
     if args.torch:
         cols += [
@@ -250,8 +268,10 @@ def main() -> None:
             + " |"
         )
     print(
-        f"\nf32 matmul peak (jax, default precision): {peak:.0f} GFLOP/s. FLOPs per step from XLA's cost "
-        "analysis of the jitted step; the PyTorch reference runs the same step, so the same FLOPs."
+        f"\nmatmul peak (jax, default precision): f32 {peak:.0f} GFLOP/s, bf16 {peak_bf16:.0f} "
+        "GFLOP/s (the fraction of bfloat16 rows is of the latter). FLOPs per step from XLA's "
+        "cost analysis of the jitted step; the PyTorch reference runs the same step, so the "
+        "same FLOPs."
     )
     if args.check and args.torch:
         import torch_reference
@@ -261,7 +281,16 @@ def main() -> None:
             print(row)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "matmul_peak_gflops": peak, "environment": env}, f, indent=1)
+            json.dump(
+                {
+                    "rows": rows,
+                    "matmul_peak_gflops": peak,
+                    "matmul_peak_bf16_gflops": peak_bf16,
+                    "environment": env,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Issue #5 on a GPU: (1) the cost of 8 vmapped seeds against one, per train step, with the conv
 # GAN's convolutions by XLA ("xla") or as slices times a matrix ("slices"), with D's batch in 4
-# chunks (the presets) or 1; (2) determinism: the same run in two processes, each compiling its
+# chunks (the presets) or 1, and the slices in bfloat16 (gan_dtype; not yet measured on a GPU);
+# (2) determinism: the same run in two processes, each compiling its
 # own programs (no compile cache), by default, with XLA's deterministic-ops flag and autotuning
 # off, and with conv_impl "slices"; and once with the second process loading the first's
 # compiled programs. From the repository root:
@@ -18,7 +19,8 @@ fi
 
 PART=${PART:-all}
 stage_env
-[ "$PART" = det ] || for v in 'xla-c4|{}' 'slices-c4|{"conv_impl": "slices"}' 'slices-c1|{"conv_impl": "slices", "d_chunks": 1}' \
+[ "$PART" = det ] || for v in 'slices-c1-bf16|{"conv_impl": "slices", "d_chunks": 1, "gan_dtype": "bfloat16"}' \
+  'xla-c4|{}' 'slices-c4|{"conv_impl": "slices"}' 'slices-c1|{"conv_impl": "slices", "d_chunks": 1}' \
   'xla-c1|{"d_chunks": 1}'; do
   name=${v%%|*}
   stage "vmap-$name" 150 $PY benchmarks/vmap_steps.py "${VMAP[@]}" --changes "${v#*|}" \

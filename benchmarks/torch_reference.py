@@ -96,10 +96,20 @@ class GAN:
     """G and D with their Adam optimizers; `step` is the same update as gr_jax.gan.gan_step."""
 
     def __init__(
-        self, kind: str, width: int = 48, latent: int = 100, lr=2e-4, beta1=0.5, device="cpu"
+        self,
+        kind: str,
+        width: int = 48,
+        latent: int = 100,
+        lr=2e-4,
+        beta1=0.5,
+        device="cpu",
+        autocast: bool = False,
     ):
         self.g, self.d = (m.to(device) for m in make_gan(kind, width, latent))
         self.latent, self.device = latent, device
+        # autocast: the forward and backward passes in bfloat16 where PyTorch allows it
+        # (matrix products, convolutions), weights and Adam in float32, like gan_dtype
+        self.autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=autocast)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=(beta1, 0.999), eps=1e-8)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(beta1, 0.999), eps=1e-8)
 
@@ -107,13 +117,16 @@ class GAN:
         n = real.shape[0]
         if z is None:
             z = torch.randn(n, self.latent, device=self.device)
-        fake = self.g(z)
-        logits = self.d(torch.cat([real, fake.detach()]))
+        with self.autocast:
+            fake = self.g(z)
+            logits = self.d(torch.cat([real, fake.detach()])).float()
         d_loss = F.softplus(-logits[:n]).mean() + F.softplus(logits[n:]).mean()
         self.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         self.opt_d.step()
-        g_loss = F.softplus(-self.d(fake)).mean()
+        with self.autocast:
+            fake_logits = self.d(fake).float()
+        g_loss = F.softplus(-fake_logits).mean()
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()

@@ -105,10 +105,11 @@ def _gan_parts(
     mbstd: bool = False,
     conv_impl: str = "xla",
     spectral: bool = False,
+    dtype: str = "float32",
 ):
     """Modules and optimizer, made once per setting: they are static parts of the train states,
     so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
-    gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl, spectral)
+    gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl, spectral, dtype)
     return gen, disc, optax.adam(lr, b1=beta1)
 
 
@@ -126,12 +127,16 @@ def create_gan_state(
     mbstd: bool = False,
     conv_impl: str = "xla",
     spectral: bool = False,
+    dtype: str = "float32",
 ) -> GANState:
     """A freshly initialised GAN (the method resets the generator before every task); with
     `ema` > 0 its generator also keeps an EMA of its weights with that decay; with `mbstd` its
     discriminator sees each batch's feature spread, with `spectral` its layers are spectrally
-    normalised; `conv_impl` picks how the conv GAN's convolutions are computed (`models.conv`)."""
-    gen, disc, tx = _gan_parts(kind, width, lr, beta1, num_classes, mbstd, conv_impl, spectral)
+    normalised; `conv_impl` picks how the conv GAN's convolutions are computed (`models.conv`),
+    `dtype` in which precision (parameters and optimizer state stay float32)."""
+    gen, disc, tx = _gan_parts(
+        kind, width, lr, beta1, num_classes, mbstd, conv_impl, spectral, dtype
+    )
     kg, kd = jax.random.split(key)
     y0 = jnp.zeros((1,), jnp.int32)
     g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), y0, train=False)

@@ -124,6 +124,7 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         mbstd=cfg.d_mbstd,
         conv_impl=cfg.conv_impl,
         spectral=cfg.d_spectral,
+        dtype=cfg.gan_dtype,
     )
 
 

@@ -94,6 +94,7 @@ class KernelConv(nn.Module):
     strides: int = 1
     impl: str = "xla"
     spectral: bool = False
+    dtype: jnp.dtype | None = None  # computation dtype (parameters stay float32)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -102,6 +103,7 @@ class KernelConv(nn.Module):
         if self.spectral:
             kernel = spectral_normalize(kernel)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.impl == "slices":
             return conv_by_slices(x, kernel, self.strides) + bias
         s = (self.strides, self.strides)
@@ -141,16 +143,22 @@ def dense(features: int, name: str, spectral: bool = False) -> nn.Module:
 
 
 def conv(
-    features: int, kernel: int, strides: int, impl: str, name: str, spectral: bool = False
+    features: int,
+    kernel: int,
+    strides: int,
+    impl: str,
+    name: str,
+    spectral: bool = False,
+    dtype: jnp.dtype | None = None,
 ) -> nn.Module:
     """A "SAME" convolution layer computed by `impl` ("xla": `nn.Conv`; "slices":
-    `conv_by_slices`), spectrally normalised if `spectral`, named explicitly so that all give
-    the same parameter tree."""
+    `conv_by_slices`) in `dtype` (None: the parameters' float32), spectrally normalised if
+    `spectral`, named explicitly so that all give the same parameter tree."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv_impl {impl!r}; choose from {CONV_IMPLS}")
     if impl == "xla" and not spectral:
-        return nn.Conv(features, (kernel, kernel), strides, padding="SAME", name=name)
-    return KernelConv(features, (kernel, kernel), strides, impl, spectral, name=name)
+        return nn.Conv(features, (kernel, kernel), strides, padding="SAME", dtype=dtype, name=name)
+    return KernelConv(features, (kernel, kernel), strides, impl, spectral, dtype, name=name)
 
 
 class SubPixelUp(nn.Module):
@@ -163,10 +171,11 @@ class SubPixelUp(nn.Module):
     features: int
     kernel: int = 3
     conv_impl: str = "xla"
+    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        x = conv(4 * self.features, self.kernel, 1, self.conv_impl, "Conv_0")(x)
+        x = conv(4 * self.features, self.kernel, 1, self.conv_impl, "Conv_0", dtype=self.dtype)(x)
         return depth_to_space(x, 2)
 
 
@@ -195,23 +204,27 @@ def projection_logit(
 
 
 class ConvGenerator(nn.Module):
-    """DCGAN-like: z -> 7x7x(2w) -> 14x14xw -> 28x28x1, BatchNorm + ReLU, tanh output."""
+    """DCGAN-like: z -> 7x7x(2w) -> 14x14xw -> 28x28x1, BatchNorm + ReLU, tanh output.
+
+    With `dtype` (e.g. bfloat16) the dense layer and convolutions compute in it; parameters,
+    BatchNorm and the output image stay float32."""
 
     width: int = 64
     kernel: int = 3
     num_classes: int = 0
     conv_impl: str = "xla"
+    dtype: jnp.dtype | None = None
 
     @nn.compact
     def __call__(
         self, z: jnp.ndarray, y: jnp.ndarray | None = None, train: bool = True
     ) -> jnp.ndarray:
         norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)  # noqa: E731
-        x = nn.Dense(7 * 7 * 2 * self.width)(with_label(z, y, self.num_classes))
+        x = nn.Dense(7 * 7 * 2 * self.width, dtype=self.dtype)(with_label(z, y, self.num_classes))
         x = nn.relu(norm()(x)).reshape(z.shape[0], 7, 7, 2 * self.width)
-        up = lambda f: SubPixelUp(f, self.kernel, self.conv_impl)  # noqa: E731
+        up = lambda f: SubPixelUp(f, self.kernel, self.conv_impl, self.dtype)  # noqa: E731
         x = nn.relu(norm()(up(self.width)(x)))
-        return jnp.tanh(up(1)(x))
+        return jnp.tanh(up(1)(x).astype(jnp.float32))
 
 
 def minibatch_std(x: jnp.ndarray) -> jnp.ndarray:
@@ -232,12 +245,14 @@ class ConvDiscriminator(nn.Module):
     mbstd: bool = False
     conv_impl: str = "xla"
     spectral: bool = False
+    dtype: jnp.dtype | None = None  # the convolutions' computation dtype; the logit is float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None) -> jnp.ndarray:
         for i, features in enumerate((self.width, 2 * self.width)):
-            layer = conv(features, 4, 2, self.conv_impl, f"Conv_{i}", self.spectral)
+            layer = conv(features, 4, 2, self.conv_impl, f"Conv_{i}", self.spectral, self.dtype)
             x = nn.leaky_relu(layer(x), 0.2)
+        x = x.astype(jnp.float32)
         if self.mbstd:
             x = minibatch_std(x)
         h = x.reshape(x.shape[0], -1)
@@ -286,15 +301,22 @@ def make_gan(
     mbstd: bool = False,
     conv_impl: str = "xla",
     spectral: bool = False,
+    dtype: str = "float32",
 ) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) for `kind` "conv" or "mlp"; conditional if num_classes > 0;
     a minibatch-std discriminator if `mbstd`, a spectrally normalised one if `spectral`; the
-    conv GAN's convolutions by `conv_impl`."""
+    conv GAN's convolutions by `conv_impl`, its heavy layers computed in `dtype`."""
     if kind == "conv":
+        compute = None if dtype == "float32" else jnp.dtype(dtype)
         return (
-            ConvGenerator(width, num_classes=num_classes, conv_impl=conv_impl),
+            ConvGenerator(width, num_classes=num_classes, conv_impl=conv_impl, dtype=compute),
             ConvDiscriminator(
-                width, num_classes=num_classes, mbstd=mbstd, conv_impl=conv_impl, spectral=spectral
+                width,
+                num_classes=num_classes,
+                mbstd=mbstd,
+                conv_impl=conv_impl,
+                spectral=spectral,
+                dtype=compute,
             ),
         )
     if kind == "mlp":

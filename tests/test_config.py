@@ -83,3 +83,11 @@ def test_dict_round_trip_and_diff():
     assert diff(cfg, other) == {"n_gen": (1200, 120_000)}
     with pytest.raises(ConfigError, match="unknown config field"):
         Config.from_dict({"n_gen": 1, "bogus": 2})
+
+
+def test_bfloat16_only_for_the_conv_gan():
+    assert preset("seed", gan_dtype="bfloat16").gan_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="only the conv GAN"):
+        preset("seed", gan="mlp", gan_dtype="bfloat16")
+    with pytest.raises(ConfigError, match="gan_dtype must be one of"):
+        preset("seed", gan_dtype="float16")

@@ -132,3 +132,31 @@ def test_spectral_convolutions_agree_across_implementations():
     )
     v = xla.init(key, x)
     np.testing.assert_allclose(xla.apply(v, x), slices.apply(v, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["xla", "slices"])
+def test_bfloat16_gan_is_the_same_model_rounded_differently(impl):
+    """gan_dtype="bfloat16": the same parameters (float32), float32 images and logits, values
+    within bfloat16's rounding of the float32 model's; the heavy layers really compute in it."""
+    key, kz, kx = jax.random.split(jax.random.PRNGKey(0), 3)
+    z = jax.random.normal(kz, (8, 16))
+    y = jnp.arange(8) % 10
+    x = jax.random.uniform(kx, (8, 28, 28, 1), minval=-1, maxval=1)
+    (g32, d32), (g16, d16) = (
+        models.make_gan("conv", 8, 10, mbstd=True, conv_impl=impl, dtype=dt)
+        for dt in ("float32", "bfloat16")
+    )
+    gv, dv = g32.init(key, z, y, train=False), d32.init(key, x, y)
+    assert jax.tree_util.tree_structure(g16.init(key, z, y, train=False)) == (
+        jax.tree_util.tree_structure(gv)
+    )
+    dtypes = {a.dtype for a in jax.tree_util.tree_leaves(g16.init(key, z, y))}
+    assert dtypes == {jnp.dtype("float32")}
+    img32, img16 = g32.apply(gv, z, y, train=False), g16.apply(gv, z, y, train=False)
+    logit32, logit16 = d32.apply(dv, x, y), d16.apply(dv, x, y)
+    assert img16.dtype == logit16.dtype == jnp.float32
+    np.testing.assert_allclose(img16, img32, atol=0.05)
+    np.testing.assert_allclose(logit16, logit32, atol=0.05 * float(jnp.abs(logit32).max()) + 0.01)
+    assert float(jnp.abs(img16 - img32).max()) > 1e-4  # rounded: not the float32 model
+    hlo = jax.jit(lambda v: g16.apply(v, z, y, train=False)).lower(gv).as_text()
+    assert "bf16" in hlo
