@@ -78,8 +78,8 @@ class Config:
     # it is a batched matrix product instead of a grouped convolution, see reproducibility.md)
     conv_impl: str = "xla"
     # precision of the conv GAN's dense layer and convolutions: "bfloat16" computes them in
-    # bfloat16 (parameters, Adam, BatchNorm and images stay float32): faster matrix products
-    # on CPUs with AVX512-BF16 and on accelerators, different rounding
+    # bfloat16 (parameters, Adam, BatchNorm and images stay float32), rounded differently; for
+    # accelerators: XLA's CPU backend gains nothing from it (benchmarks/README.md)
     gan_dtype: str = "float32"
     # beyond the original method (all off in the `seed` preset)
     conditional: bool = False  # class-conditional GAN; replay drawn balanced over seen classes
