@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,13 @@ from typing import Any
 from gr_jax.config import PRESETS, Config, ConfigError, preset, validate
 
 DEFAULT_CACHE = Path("~/.cache/gr_jax/jax_compilation_cache").expanduser()
+# XLA's GPU kernels without atomics, and one fixed kernel choice instead of the timing-based
+# autotuner's (docs/reproducibility.md, "Determinism"); the CPU backend ignores them
+DETERMINISTIC_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_autotune_level=0")
+DETERMINISTIC_HELP = (
+    "bitwise repeatable GPU runs: XLA's deterministic kernels and no autotuning "
+    "(adds them to XLA_FLAGS; fast with --conv-impl slices)"
+)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -147,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-compile-cache", action="store_true", help="do not use JAX's persistent compile cache"
     )
     run.add_argument("--compile-cache-dir", type=Path, default=DEFAULT_CACHE)
+    run.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
     add_config_options(run)
     sw = sub.add_parser("sweep", help="a grid of runs x seeds, resumable, with a summary table")
     sw.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)}")
@@ -155,8 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true")
     sw.add_argument("--no-compile-cache", action="store_true")
     sw.add_argument("--compile-cache-dir", type=Path, default=DEFAULT_CACHE)
+    sw.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
     add_config_options(sw, grid=True)
     return parser
+
+
+def use_deterministic_kernels() -> None:
+    """Add DETERMINISTIC_XLA_FLAGS to XLA_FLAGS; to take effect, before JAX starts a backend."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    flags += [f for f in DETERMINISTIC_XLA_FLAGS if f not in flags]
+    os.environ["XLA_FLAGS"] = " ".join(flags)
 
 
 def enable_compile_cache(path: Path) -> None:
@@ -235,6 +252,8 @@ def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.deterministic:
+        use_deterministic_kernels()
     if args.command == "sweep":
         return sweep_main(parser, args)
     try:

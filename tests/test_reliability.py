@@ -65,13 +65,16 @@ def reference(tmp_path_factory):
 
 
 def test_two_processes_same_config_bitwise_identical(reference, tmp_path):
+    """The second process also asks for GPU-deterministic kernels: recorded, and on the CPU
+    (which ignores those flags) the same bits."""
     ref, cache = reference
-    again = gr_jax(tmp_path / "run", *TINY, cache=cache)
+    again = gr_jax(tmp_path / "run", *TINY, "--deterministic", cache=cache)
     assert again.returncode == 0, again.stderr
     same_results(ref, tmp_path / "run")
     env = json.loads((tmp_path / "run" / "results.json").read_text())["environment"]
     assert env["cpu_cores"] >= 1 and env["device_kind"] and env["packages"]["jax"]
-    assert "xla_flags" in env and "git_commit" in env
+    assert "git_commit" in env
+    assert all(f in env["xla_flags"].split() for f in cli.DETERMINISTIC_XLA_FLAGS)
 
 
 KILL_POINTS = ["2:solver", "1:checkpoint"]
