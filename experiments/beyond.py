@@ -7,9 +7,10 @@ the Split Fashion-MNIST benchmark, run in resumable pieces like `study.py`.
 
 The ablation adds one option at a time to the seed-faithful preset (n_gen = 12k), then the
 two tuned learning rates and a minibatch-std discriminator; `+longer-training` trains a wider
-solver and the GAN for longer on top of its last step, and `best` spends less of the GAN's
-time on replay and more on epochs, with a longer, slower solver. The table's first row is the
-study's `gr-conv-12k` group (the same config), read from experiments/results/.
+solver and the GAN for longer on top of its last step, `+rebalanced` spends less of the GAN's
+time on replay and more on epochs, with a longer, slower solver, and `best` shifts the
+solver's images by up to a pixel. The table's first row is the study's `gr-conv-12k` group
+(the same config), read from experiments/results/.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ BEYOND_TABLE = (
     "| configuration | seeds | ACC | BWT | FWT | minutes/run |\n|---|---|---|---|---|---|\n"
 )
 
-# cumulative: each step adds one option to the one before it (LONGER and REBALANCED below
-# take its last step to `best`)
+# cumulative: each step adds one option to the one before it (LONGER, REBALANCED and SHIFTED
+# below take its last step to `best`)
 ABLATION = [
     ("+conditional", {"conditional": True}),
     ("+soft-targets", {"soft_targets": 4.0}),
@@ -52,9 +53,10 @@ ABLATION = [
     # the `best` preset until 2026-11-27
     ("+minibatch-std", {"d_mbstd": True}),
 ]
-# the two steps after the ablation's last: longer training in the time of the last GAN (the
-# `best` preset until the second), then less replay in the GAN's mix for more GAN epochs and
-# a longer, slower solver: the `best` preset, checked in main()
+# the three steps after the ablation's last: longer training in the time of the last GAN,
+# less replay in the GAN's mix for more GAN epochs and a longer, slower solver (each the
+# `best` preset for a while), then random shifts of the solver's images: the `best` preset,
+# checked in main()
 WIDE_SOLVER = {"solver_hidden": (1000, 1000), "solver_epochs": 10}
 BEST_SOLVER = {"solver_hidden": (1000, 1000), "solver_epochs": 15}
 LONGER = {**WIDE_SOLVER, "gen_epochs": (8, 6, 6, 6, 0), "final_gan": False}
@@ -64,6 +66,7 @@ REBALANCED = {
     "solver_epochs": BEST_SOLVER["solver_epochs"],
     "solver_lr": 1e-4,
 }
+SHIFTED = {"solver_shift": 1}
 
 
 def _ablation_groups() -> dict[str, Config]:
@@ -87,7 +90,9 @@ GROUPS = {
     **{k: (lambda c=c: c) for k, c in _ablation_groups().items()},
     # the `best` preset until the second 2026-11-27 update
     "+longer-training": lambda: _mbstd(**LONGER),
-    "best": lambda: preset("best"),  # = +longer-training with REBALANCED (docs/results.md)
+    # the `best` preset until the third 2026-11-27 update
+    "+rebalanced": lambda: _mbstd(**{**LONGER, **REBALANCED}),
+    "best": lambda: preset("best"),  # = +rebalanced with SHIFTED (docs/results.md)
     # MeRGAN's replay alignment on `+minibatch-std` (docs/results.md): weight and batch
     # chosen on seed 0
     "best+replay-alignment": lambda: _mbstd(replay_alignment=10.0, align_batch=16),
@@ -101,6 +106,11 @@ GROUPS = {
     "exact-12k-best-solver": lambda: preset(
         "seed", replay="exact", buffer_size=12_000, **BEST_SOLVER
     ),
+    # the same with the solver's images shifted by up to a pixel, as in `best`
+    "joint-best-solver-shift": lambda: preset("seed", replay="joint", **BEST_SOLVER, **SHIFTED),
+    "exact-12k-best-solver-shift": lambda: preset(
+        "seed", replay="exact", buffer_size=12_000, **BEST_SOLVER, **SHIFTED
+    ),
     "fashion-seed": lambda: _fashion("seed"),
     # the fashion-best* groups are `+minibatch-std` (`best` when they were run) on
     # Fashion-MNIST, the last two with the solver's learning rate lowered (docs/results.md)
@@ -111,6 +121,8 @@ GROUPS = {
     "fashion-longer-solver-lr1e-5": lambda: _mbstd(
         dataset="fashion_mnist", solver_lr=1e-5, **LONGER
     ),
+    # the `best` preset since the night of 2026-11-27 (random shifts) on Fashion-MNIST, as it is
+    "fashion-best-shift": lambda: _fashion("best"),
     "fashion-finetune": lambda: _fashion("seed", replay="none"),
     "fashion-joint": lambda: _fashion("seed", replay="joint"),
     "fashion-exact-12k": lambda: _fashion("seed", replay="exact", buffer_size=12_000),
@@ -146,8 +158,8 @@ def load_results() -> dict[str, list[dict]]:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], list(GROUPS))
-    assert preset("best") == _mbstd(**{**LONGER, **REBALANCED}), (
-        "the best preset should be the ablation's last step with LONGER, then REBALANCED"
+    assert preset("best") == _mbstd(**{**LONGER, **REBALANCED, **SHIFTED}), (
+        "the best preset should be the ablation's last step with LONGER, REBALANCED, SHIFTED"
     )
     if args.command == "list":
         for g, make in GROUPS.items():

@@ -51,6 +51,9 @@ class Config:
     solver_epochs: int = 5
     solver_batch: int = 128
     solver_lr: float = 1e-3
+    # > 0: every solver training image (real and replayed) is translated by a random offset of
+    # up to this many pixels per axis, the background shifted in (0: none, the method)
+    solver_shift: int = 0
     # generator (GAN)
     gan: str = "conv"
     latent_dim: int = 100
@@ -223,6 +226,10 @@ def validate(cfg: Config) -> Config:
     for name in ("solver_epochs", "solver_batch", "gan_batch", "latent_dim", "gan_width"):
         need(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
     need(cfg.n_gen >= 0, f"n_gen must be >= 0, got {cfg.n_gen}")
+    need(
+        0 <= cfg.solver_shift < 14,
+        f"solver_shift must be in [0, 14) pixels, got {cfg.solver_shift}",
+    )
     need(cfg.buffer_size >= 0, f"buffer_size must be >= 0, got {cfg.buffer_size}")
     need(
         cfg.replay != "exact" or cfg.buffer_size > 0,
@@ -265,6 +272,7 @@ BEYOND_OFF: dict[str, Any] = {
     "gan_loss": "ns",
     "gan_ema": 0.0,
     "replay_alignment": 0.0,
+    "solver_shift": 0,
 }
 
 PRESETS: dict[str, Config] = {
@@ -294,7 +302,8 @@ PRESETS: dict[str, Config] = {
     # the last task's GAN would take (no task replays it) spent on more training: a wider
     # solver trained 15 epochs a task at a lower learning rate, and 8 GAN epochs on every
     # task, paid for by half the replay in the GAN's mix (n_gen 6k: the solver draws its own,
-    # fresh, so n_gen is only the GAN's share of old classes).
+    # fresh, so n_gen is only the GAN's share of old classes); and the solver's images, real
+    # and replayed, shifted by up to a pixel, so replay covers more of each class.
     "best": Config(
         conditional=True,
         soft_targets=4.0,
@@ -309,6 +318,7 @@ PRESETS: dict[str, Config] = {
         n_gen=6_000,
         gen_epochs=(8, 8, 8, 8, 0),  # the 0: no GAN after the last task, as final_gan says
         final_gan=False,
+        solver_shift=1,
     ),
 }
 

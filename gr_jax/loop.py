@@ -289,12 +289,13 @@ def _solver_epoch(
             n_seen(cfg, t),
             share,
             temperature,
+            cfg.solver_shift,
         )
     rows = None
     if train.soft is not None or share is not None:
         rows = solver.ReplayRows(jnp.asarray(train.n_real), train.soft, share, temperature or 1.0)
     return solver.train_epoch(
-        s, train.x, train.y, jnp.asarray(train.n), key, cfg.solver_batch, rows
+        s, train.x, train.y, jnp.asarray(train.n), key, cfg.solver_batch, rows, cfg.solver_shift
     )
 
 

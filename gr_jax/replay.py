@@ -17,7 +17,7 @@ from flax.training.train_state import TrainState
 
 from gr_jax import health
 from gr_jax.gan import GenState, balanced_labels, sample
-from gr_jax.solver import ReplayLoss, train_step, valid_permutation
+from gr_jax.solver import ReplayLoss, random_shift, train_step, valid_permutation
 
 
 def teacher_targets(
@@ -120,7 +120,7 @@ def soft_rows(
     return jax.lax.dynamic_update_slice_in_dim(jax.nn.one_hot(y, num_classes), gen_soft, n_real, 0)
 
 
-@partial(jax.jit, static_argnames=("batch_size", "latent_dim", "temperature"))
+@partial(jax.jit, static_argnames=("batch_size", "latent_dim", "temperature", "shift"))
 def fresh_step_at(
     state: TrainState,
     teacher: TrainState,
@@ -136,9 +136,12 @@ def fresh_step_at(
     n_seen: jnp.ndarray | None = None,
     share: jnp.ndarray | None = None,
     temperature: float = 0.0,
+    shift: int = 0,
 ) -> tuple[TrainState, tuple[jnp.ndarray, ...]]:
     """One solver step on half a batch of real images (batch number `step` of `perm`) and half a
-    batch of replay drawn afresh from the previous generator `g` and labelled by `teacher`.
+    batch of replay drawn afresh from the previous generator `g` and labelled by `teacher`;
+    with shift > 0 the whole batch is then translated (`random_shift`; the teacher labels the
+    generated images as drawn).
 
     `cursor` = (step, first non-finite step, loss sum, accuracy sum) stays on the device.
     (`state` is not donated: at the first step it shares its buffers with `teacher`.)
@@ -146,7 +149,8 @@ def fresh_step_at(
     step, first_bad, loss_sum, acc_sum = cursor
     half = batch_size // 2
     idx = jax.lax.dynamic_slice_in_dim(perm, step * half, half)
-    k_z, k_y = jax.random.split(jax.random.fold_in(key, step))
+    k_step = jax.random.fold_in(key, step)
+    k_z, k_y = jax.random.split(k_step)
     ys = None
     if class_order is not None:
         ys = class_order[jax.random.randint(k_y, (half,), 0, n_seen)]
@@ -157,6 +161,8 @@ def fresh_step_at(
     soft = None
     if gen_soft is not None:
         soft = jnp.concatenate([jax.nn.one_hot(labels[idx], gen_soft.shape[-1]), gen_soft])
+    if shift > 0:
+        x = random_shift(jax.random.fold_in(k_step, 2), x, shift)
     is_replay = jnp.arange(2 * half) >= half
     state, m = train_step(state, x, y, ReplayLoss(is_replay, soft, share, temperature or 1.0))
     first_bad = health.note_first_bad(first_bad, step, m["loss"])
@@ -177,6 +183,7 @@ def fresh_epoch(
     n_seen: int = 0,
     share: jnp.ndarray | None = None,
     temperature: float = 0.0,
+    shift: int = 0,
 ) -> tuple[TrainState, dict]:
     """One solver epoch over the first `n_real` (real) rows with fresh replay in every step.
 
@@ -191,7 +198,7 @@ def fresh_epoch(
     for _ in range(steps):
         state, cursor = fresh_step_at(
             state, teacher, g, images, labels, perm, cursor, step_key, batch_size, latent_dim,
-            class_order, n_seen_arr, share, temperature,
+            class_order, n_seen_arr, share, temperature, shift,
         )  # fmt: skip
     n = max(steps, 1)
     return state, {

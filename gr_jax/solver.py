@@ -95,6 +95,24 @@ def train_step(
     return update_model(state, grads), {"loss": loss, "accuracy": accuracy}
 
 
+def random_shift(key: jax.Array, images: jnp.ndarray, max_shift: int) -> jnp.ndarray:
+    """Each image translated by its own random offset in [-max_shift, max_shift] pixels along
+    each axis, its border pixels (the background) repeated into what is shifted in:
+    augmentation that covers more of each class's positions than the generator draws (and the
+    current task's real images hold)."""
+    if max_shift == 0:
+        return images
+    n, h, w, c = images.shape
+    m = max_shift
+    padded = jnp.pad(images, ((0, 0), (m, m), (m, m), (0, 0)), mode="edge")
+    offsets = jax.random.randint(key, (n, 2), 0, 2 * m + 1)
+
+    def crop(image: jnp.ndarray, offset: jnp.ndarray) -> jnp.ndarray:
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
+
+    return jax.vmap(crop)(padded, offsets)
+
+
 @partial(jax.jit, static_argnames="capacity")
 def valid_permutation(key: jax.Array, n_valid: jnp.ndarray, capacity: int) -> jnp.ndarray:
     """A random order of range(capacity) whose first `n_valid` entries permute range(n_valid).
@@ -121,7 +139,7 @@ class ReplayRows(struct.PyTreeNode):
         return ReplayLoss(idx >= self.n_real, soft, self.share, self.temperature)
 
 
-@partial(jax.jit, static_argnames="batch_size", donate_argnames="state")
+@partial(jax.jit, static_argnames=("batch_size", "shift"), donate_argnames="state")
 def train_epoch(
     state: TrainState,
     images: jnp.ndarray,
@@ -130,8 +148,13 @@ def train_epoch(
     key: jax.Array,
     batch_size: int,
     replay: ReplayRows | None = None,
+    shift: int = 0,
 ) -> tuple[TrainState, dict]:
-    """One epoch over the first `n_valid` rows of (images, labels), shuffled, last batch dropped."""
+    """One epoch over the first `n_valid` rows of (images, labels), shuffled, last batch dropped;
+    each batch randomly translated by up to `shift` pixels (`random_shift`) if shift > 0."""
+    shift_key = None
+    if shift > 0:  # shift 0 uses `key` as before, so earlier runs reproduce
+        key, shift_key = jax.random.split(key)
     perm = valid_permutation(key, n_valid, images.shape[0])
     n_steps = n_valid // batch_size
 
@@ -139,7 +162,10 @@ def train_epoch(
         state, loss_sum, acc_sum, first_bad = carry
         idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
         batch_replay = None if replay is None else replay.batch(idx)
-        state, m = train_step(state, images[idx], labels[idx], batch_replay)
+        x = images[idx]
+        if shift > 0:
+            x = random_shift(jax.random.fold_in(shift_key, i), x, shift)
+        state, m = train_step(state, x, labels[idx], batch_replay)
         first_bad = health.note_first_bad(first_bad, i, m["loss"])
         return state, loss_sum + m["loss"], acc_sum + m["accuracy"], first_bad
 

@@ -1,5 +1,6 @@
 """The options beyond the original method: conditional GAN, soft targets, replay weighting,
-fresh replay, keeping the generator, hinge loss, an EMA of the generator, replay alignment."""
+fresh replay, keeping the generator, hinge loss, an EMA of the generator, replay alignment,
+random shifts of the solver's training images."""
 
 import dataclasses
 
@@ -149,6 +150,47 @@ def test_fresh_replay_trains_on_the_teachers_labels():
     assert (np.asarray(solver.predict(student, x)) == 0).mean() > 0.9
 
 
+def test_random_shift_translates_each_image_by_its_own_offset():
+    """Digits in [-1, 1] on a background of -1: the background is what comes in at the border."""
+    images = jax.random.uniform(jax.random.PRNGKey(0), (32, 28, 28, 1), minval=-1.0)
+    images = images.at[:, :2].set(-1).at[:, -2:].set(-1).at[:, :, :2].set(-1).at[:, :, -2:].set(-1)
+    assert solver.random_shift(jax.random.PRNGKey(1), images, 0) is images
+    shifted = np.asarray(solver.random_shift(jax.random.PRNGKey(1), images, 2))
+    padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)), constant_values=-1.0)
+    offsets = set()
+    for i in range(32):
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if np.array_equal(padded[i, dy : dy + 28, dx : dx + 28], shifted[i])
+        ]
+        assert found, f"image {i} is not a translation by at most 2 pixels"
+        offsets.add(found[0])
+    assert len(offsets) > 5  # each image draws its own offset
+    # the border was blank, so nothing is cut off: every pixel is kept
+    np.testing.assert_allclose(shifted.sum((1, 2, 3)), np.asarray(images).sum((1, 2, 3)), 1e-5)
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_solver_shift_trains_on_shifted_images_repeatably(fresh):
+    key = jax.random.PRNGKey(3)
+    g = gan.create_gan_state(key, "mlp", 8, 16, 2e-4, 0.5).g
+    teacher = solver.create_solver_state(jax.random.PRNGKey(1), (32,), 1e-3)
+    x, y = _shapes(), jnp.repeat(jnp.arange(2), 64)
+
+    def epoch(shift):
+        s = solver.create_solver_state(jax.random.PRNGKey(2), (32,), 1e-3)
+        if fresh:
+            return replay.fresh_epoch(s, teacher, g, x, y, 128, key, 32, 16, shift=shift)[0]
+        return solver.train_epoch(s, x, y, jnp.asarray(128), key, 32, shift=shift)[0]
+
+    leaves = lambda s: jax.tree_util.tree_leaves(s.params)  # noqa: E731
+    same = lambda a, b: all(map(np.array_equal, leaves(a), leaves(b)))  # noqa: E731
+    assert same(epoch(2), epoch(2))
+    assert not same(epoch(2), epoch(0))
+
+
 def test_generator_ema_averages_the_weights_and_is_what_replay_samples():
     data = _shapes()
     labels = jnp.zeros((128,), jnp.int32)
@@ -235,6 +277,7 @@ def test_all_options_together_run_end_to_end(tmp_path):
         gan_ema=0.9,
         replay_alignment=1.0,
         align_batch=8,
+        solver_shift=1,
     )
     r = loop.run(cfg, tmp_path / "run", bars=False)
     assert np.isfinite(r["test"]["acc"]) and r["r_test"][1][1] > 0.5
@@ -265,6 +308,8 @@ def test_all_options_together_run_end_to_end(tmp_path):
         ({"replay_alignment": 1.0}, "replay_alignment needs conditional"),
         ({"replay_alignment": -1.0, "conditional": True}, "replay_alignment must be >= 0"),
         ({"align_batch": -1}, "align_batch must be >= 0"),
+        ({"solver_shift": -1}, "solver_shift must be in"),
+        ({"solver_shift": 14}, "solver_shift must be in"),
     ],
 )
 def test_bad_beyond_options_are_named(overrides, match):
