@@ -161,7 +161,7 @@ def fresh_step_at(
     soft = None
     if gen_soft is not None:
         soft = jnp.concatenate([jax.nn.one_hot(labels[idx], gen_soft.shape[-1]), gen_soft])
-    if shift > 0:
+    if shift > 0:  # a key apart from k_z and k_y, which stay as without shifts
         x = random_shift(jax.random.fold_in(k_step, 2), x, shift)
     is_replay = jnp.arange(2 * half) >= half
     state, m = train_step(state, x, y, ReplayLoss(is_replay, soft, share, temperature or 1.0))
