@@ -126,6 +126,13 @@ GROUPS = {
     "fashion-finetune": lambda: _fashion("seed", replay="none"),
     "fashion-joint": lambda: _fashion("seed", replay="joint"),
     "fashion-exact-12k": lambda: _fashion("seed", replay="exact", buffer_size=12_000),
+    # the same two with `best`'s solver and shifts: the baselines in `best`'s protocol
+    "fashion-joint-best-solver-shift": lambda: _fashion(
+        "seed", replay="joint", **BEST_SOLVER, **SHIFTED
+    ),
+    "fashion-exact-12k-best-solver-shift": lambda: _fashion(
+        "seed", replay="exact", buffer_size=12_000, **BEST_SOLVER, **SHIFTED
+    ),
 }
 
 

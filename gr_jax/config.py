@@ -51,6 +51,7 @@ class Config:
     solver_epochs: int = 5
     solver_batch: int = 128
     solver_lr: float = 1e-3
+    solver_dropout: float = 0.0  # dropout rate of the solver's hidden layers in training
     # > 0: every solver training image (real and replayed) is translated by a random offset of
     # up to this many pixels per axis, the background shifted in (0: none, the method)
     solver_shift: int = 0
@@ -229,6 +230,10 @@ def validate(cfg: Config) -> Config:
     need(
         0 <= cfg.solver_shift < 14,
         f"solver_shift must be in [0, 14) pixels, got {cfg.solver_shift}",
+    )
+    need(
+        0.0 <= cfg.solver_dropout < 1.0,
+        f"solver_dropout must be in [0, 1), got {cfg.solver_dropout}",
     )
     need(cfg.buffer_size >= 0, f"buffer_size must be >= 0, got {cfg.buffer_size}")
     need(

@@ -155,7 +155,9 @@ def state_from_key(cfg: Config, key: jax.Array) -> RunState:
     """The initial state of a run whose root PRNG key is `key` (pure: vmappable over keys)."""
     key, k_solver, k_gan = jax.random.split(key, 3)
     return RunState(
-        solver=solver.create_solver_state(k_solver, cfg.solver_hidden, cfg.solver_lr),
+        solver=solver.create_solver_state(
+            k_solver, cfg.solver_hidden, cfg.solver_lr, cfg.solver_dropout
+        ),
         gan=new_gan(cfg, k_gan),
         key=key,
     )
@@ -290,13 +292,15 @@ def _solver_epoch(
             share,
             temperature,
             cfg.solver_shift,
+            cfg.solver_dropout > 0,
         )
     rows = None
     if train.soft is not None or share is not None:
         rows = solver.ReplayRows(jnp.asarray(train.n_real), train.soft, share, temperature or 1.0)
     return solver.train_epoch(
-        s, train.x, train.y, jnp.asarray(train.n), key, cfg.solver_batch, rows, cfg.solver_shift
-    )
+        s, train.x, train.y, jnp.asarray(train.n), key, cfg.solver_batch, rows,
+        cfg.solver_shift, cfg.solver_dropout > 0,
+    )  # fmt: skip
 
 
 def solver_phase(

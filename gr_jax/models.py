@@ -18,16 +18,21 @@ from gr_jax.config import CONV_IMPLS
 
 
 class Solver(nn.Module):
-    """MLP classifier with one 10-way head (class-incremental: no task id)."""
+    """MLP classifier with one 10-way head (class-incremental: no task id); with `dropout` > 0
+    each hidden layer's units are dropped at that rate in training (`train=True`, which then
+    needs a "dropout" key)."""
 
     hidden: Sequence[int] = (400, 400)
     num_classes: int = 10
+    dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = x.reshape((x.shape[0], -1))
         for h in self.hidden:
             x = nn.relu(nn.Dense(h)(x))
+            if self.dropout > 0:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)
 
 

@@ -56,7 +56,11 @@ def programs(cfg: Config, capacity: int) -> Programs:
     return Programs(
         solver_epoch=jax.jit(
             jax.vmap(
-                functools.partial(solver.train_epoch, batch_size=cfg.solver_batch),
+                functools.partial(
+                    solver.train_epoch,
+                    batch_size=cfg.solver_batch,
+                    dropout=cfg.solver_dropout > 0,
+                ),
                 in_axes=(0, 0, 0, None, 0),
             )
         ),

@@ -120,7 +120,7 @@ def soft_rows(
     return jax.lax.dynamic_update_slice_in_dim(jax.nn.one_hot(y, num_classes), gen_soft, n_real, 0)
 
 
-@partial(jax.jit, static_argnames=("batch_size", "latent_dim", "temperature", "shift"))
+@partial(jax.jit, static_argnames=("batch_size", "latent_dim", "temperature", "shift", "dropout"))
 def fresh_step_at(
     state: TrainState,
     teacher: TrainState,
@@ -137,11 +137,12 @@ def fresh_step_at(
     share: jnp.ndarray | None = None,
     temperature: float = 0.0,
     shift: int = 0,
+    dropout: bool = False,
 ) -> tuple[TrainState, tuple[jnp.ndarray, ...]]:
     """One solver step on half a batch of real images (batch number `step` of `perm`) and half a
     batch of replay drawn afresh from the previous generator `g` and labelled by `teacher`;
     with shift > 0 the whole batch is then translated (`random_shift`; the teacher labels the
-    generated images as drawn).
+    generated images as drawn); with `dropout` the solver's dropout is on.
 
     `cursor` = (step, first non-finite step, loss sum, accuracy sum) stays on the device.
     (`state` is not donated: at the first step it shares its buffers with `teacher`.)
@@ -164,7 +165,9 @@ def fresh_step_at(
     if shift > 0:  # a key apart from k_z and k_y, which stay as without shifts
         x = random_shift(jax.random.fold_in(k_step, 2), x, shift)
     is_replay = jnp.arange(2 * half) >= half
-    state, m = train_step(state, x, y, ReplayLoss(is_replay, soft, share, temperature or 1.0))
+    drop_key = jax.random.fold_in(k_step, 3) if dropout else None
+    loss = ReplayLoss(is_replay, soft, share, temperature or 1.0)
+    state, m = train_step(state, x, y, loss, drop_key)
     first_bad = health.note_first_bad(first_bad, step, m["loss"])
     return state, (step + 1, first_bad, loss_sum + m["loss"], acc_sum + m["accuracy"])
 
@@ -184,6 +187,7 @@ def fresh_epoch(
     share: jnp.ndarray | None = None,
     temperature: float = 0.0,
     shift: int = 0,
+    dropout: bool = False,
 ) -> tuple[TrainState, dict]:
     """One solver epoch over the first `n_real` (real) rows with fresh replay in every step.
 
@@ -198,7 +202,7 @@ def fresh_epoch(
     for _ in range(steps):
         state, cursor = fresh_step_at(
             state, teacher, g, images, labels, perm, cursor, step_key, batch_size, latent_dim,
-            class_order, n_seen_arr, share, temperature, shift,
+            class_order, n_seen_arr, share, temperature, shift, dropout,
         )  # fmt: skip
     n = max(steps, 1)
     return state, {

@@ -21,8 +21,10 @@ from gr_jax import health
 from gr_jax.models import Solver
 
 
-def create_solver_state(key: jax.Array, hidden: tuple[int, ...], lr: float) -> TrainState:
-    model = Solver(hidden)
+def create_solver_state(
+    key: jax.Array, hidden: tuple[int, ...], lr: float, dropout: float = 0.0
+) -> TrainState:
+    model = Solver(hidden, dropout=dropout)
     params = model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
     return TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(lr))
 
@@ -64,12 +66,17 @@ def apply_model(
     images: jnp.ndarray,
     labels: jnp.ndarray,
     replay: ReplayLoss | None = None,
+    dropout_key: jax.Array | None = None,
 ) -> tuple[Any, jnp.ndarray, jnp.ndarray]:
     """Gradients of the mean cross-entropy (or of `replay`'s loss), the loss and the accuracy
-    on one batch."""
+    on one batch; with `dropout_key` the solver runs in training mode (its dropout on)."""
 
     def loss_fn(params):
-        logits = state.apply_fn({"params": params}, images)
+        if dropout_key is None:
+            logits = state.apply_fn({"params": params}, images)
+        else:
+            variables = {"params": params}
+            logits = state.apply_fn(variables, images, train=True, rngs={"dropout": dropout_key})
         if replay is not None:
             return replay.loss(logits, labels), logits
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -90,8 +97,9 @@ def train_step(
     images: jnp.ndarray,
     labels: jnp.ndarray,
     replay: ReplayLoss | None = None,
+    dropout_key: jax.Array | None = None,
 ) -> tuple[TrainState, dict]:
-    grads, loss, accuracy = apply_model(state, images, labels, replay)
+    grads, loss, accuracy = apply_model(state, images, labels, replay, dropout_key)
     return update_model(state, grads), {"loss": loss, "accuracy": accuracy}
 
 
@@ -139,7 +147,7 @@ class ReplayRows(struct.PyTreeNode):
         return ReplayLoss(idx >= self.n_real, soft, self.share, self.temperature)
 
 
-@partial(jax.jit, static_argnames=("batch_size", "shift"), donate_argnames="state")
+@partial(jax.jit, static_argnames=("batch_size", "shift", "dropout"), donate_argnames="state")
 def train_epoch(
     state: TrainState,
     images: jnp.ndarray,
@@ -149,12 +157,16 @@ def train_epoch(
     batch_size: int,
     replay: ReplayRows | None = None,
     shift: int = 0,
+    dropout: bool = False,
 ) -> tuple[TrainState, dict]:
     """One epoch over the first `n_valid` rows of (images, labels), shuffled, last batch dropped;
-    each batch randomly translated by up to `shift` pixels (`random_shift`) if shift > 0."""
-    shift_key = None
-    if shift > 0:  # shift 0 uses `key` as before, so earlier runs reproduce
+    each batch randomly translated by up to `shift` pixels (`random_shift`) if shift > 0, and
+    the solver's dropout on (its own key every step) if `dropout`."""
+    shift_key = drop_key = None
+    if shift > 0:  # shift 0 uses `key` as before, so earlier runs reproduce (so does dropout)
         key, shift_key = jax.random.split(key)
+    if dropout:
+        key, drop_key = jax.random.split(key)
     perm = valid_permutation(key, n_valid, images.shape[0])
     n_steps = n_valid // batch_size
 
@@ -165,7 +177,8 @@ def train_epoch(
         x = images[idx]
         if shift > 0:
             x = random_shift(jax.random.fold_in(shift_key, i), x, shift)
-        state, m = train_step(state, x, labels[idx], batch_replay)
+        step_drop_key = None if drop_key is None else jax.random.fold_in(drop_key, i)
+        state, m = train_step(state, x, labels[idx], batch_replay, step_drop_key)
         first_bad = health.note_first_bad(first_bad, i, m["loss"])
         return state, loss_sum + m["loss"], acc_sum + m["accuracy"], first_bad
 

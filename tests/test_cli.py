@@ -41,6 +41,8 @@ def test_every_config_field_is_an_option():
     "argv, message",
     [
         (["run", "--n-gen", "-5"], "n_gen must be >= 0"),
+        (["run", "--solver-dropout", "1.0"], "solver_dropout must be in [0, 1)"),
+        (["run", "--solver-dropout", "-0.1"], "solver_dropout must be in [0, 1)"),
         (["run", "--preset", "nope"], "unknown preset"),
         (["run", "--gen-epochs", "1,2"], "gen_epochs"),
         (["run", "--gen-epochs", "a,b"], "comma-separated integers"),

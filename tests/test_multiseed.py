@@ -11,12 +11,15 @@ from gr_jax.config import ConfigError
 from .conftest import tiny_config
 
 
-@pytest.mark.parametrize("gan,conv_impl", [("mlp", "xla"), ("conv", "xla"), ("conv", "slices")])
-def test_each_seed_equals_its_single_seed_run(gan, conv_impl):
-    cfg = tiny_config(gan=gan, conv_impl=conv_impl)
-    multi = multiseed.run(cfg, [0, 1], None, bars=False)
+@pytest.mark.parametrize(
+    "gan,conv_impl,dropout",
+    [("mlp", "xla", 0.0), ("mlp", "xla", 0.3), ("conv", "xla", 0.0), ("conv", "slices", 0.0)],
+)
+def test_each_seed_equals_its_single_seed_run(gan, conv_impl, dropout):
+    fields = dict(gan=gan, conv_impl=conv_impl, solver_dropout=dropout)
+    multi = multiseed.run(tiny_config(**fields), [0, 1], None, bars=False)
     for i, seed in enumerate([0, 1]):
-        single = loop.run(tiny_config(gan=gan, seed=seed, conv_impl=conv_impl), None, bars=False)
+        single = loop.run(tiny_config(seed=seed, **fields), None, bars=False)
         m = multi[i]
         assert m["config"]["seed"] == seed
         # accuracies are ratios of integer counts: the same predictions give the same matrix

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gr_jax import gan, solver
+from gr_jax import gan, replay, solver
 
 
 def _blobs(n=256, seed=0):
@@ -52,6 +52,32 @@ def test_train_epoch_ignores_padding():
         state, garbage_x, garbage_y, jnp.asarray(128), jax.random.PRNGKey(1), 32
     )
     assert np.isfinite(np.asarray(b.params["Dense_0"]["kernel"])).all()
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_solver_dropout_is_random_in_training_only_and_repeatable(fresh):
+    x, y = _blobs(128)
+    key = jax.random.PRNGKey(3)
+    make = lambda p: solver.create_solver_state(jax.random.PRNGKey(2), (32,), 1e-3, p)  # noqa: E731
+    s = make(0.5)
+    logits = lambda s: np.asarray(s.apply_fn({"params": s.params}, x))  # noqa: E731
+    # evaluation is deterministic and the same function as the model without dropout
+    np.testing.assert_array_equal(logits(s), logits(make(0.0)))
+    train = lambda k: s.apply_fn({"params": s.params}, x, train=True, rngs={"dropout": k})  # noqa: E731
+    a, b = np.asarray(train(key)), np.asarray(train(jax.random.PRNGKey(4)))
+    assert not np.array_equal(a, b) and not np.array_equal(a, logits(s))
+
+    def epoch(p):
+        s = make(p)
+        if fresh:
+            g = gan.create_gan_state(key, "mlp", 8, 16, 2e-4, 0.5).g
+            return replay.fresh_epoch(s, make(0.0), g, x, y, 128, key, 32, 16, dropout=p > 0)[0]
+        return solver.train_epoch(s, x, y, jnp.asarray(128), key, 32, dropout=p > 0)[0]
+
+    leaves = lambda s: jax.tree_util.tree_leaves(s.params)  # noqa: E731
+    same = lambda a, b: all(map(np.array_equal, leaves(a), leaves(b)))  # noqa: E731
+    assert same(epoch(0.5), epoch(0.5))
+    assert not same(epoch(0.5), epoch(0.0))
 
 
 def _target():
