@@ -73,6 +73,9 @@ class Config:
     # minibatch-std channel in D (an architecture choice the method leaves open): against the
     # mode dropping of the unconditional GAN
     d_mbstd: bool = False
+    # minibatch discrimination in D (Salimans et al. 2016), this many kernels (0: none): how
+    # close each image is to the others of its chunk, another architecture choice against it
+    d_mbdisc: int = 0
     # spectral normalisation of every discriminator layer (Miyato et al. 2018): a smoother D
     d_spectral: bool = False
     # GAN steps per dispatched program (a lax.scan); 0 = auto: 1 on CPU, 50 on accelerators
@@ -177,10 +180,12 @@ def validate(cfg: Config) -> Config:
         cfg.replay_weighting in WEIGHTINGS,
         f"replay_weighting must be one of {WEIGHTINGS}, got {cfg.replay_weighting!r}",
     )
-    need(
-        not cfg.d_mbstd or cfg.gan_batch // cfg.d_chunks >= 2,
-        "d_mbstd needs at least 2 images in each discriminator chunk (gan_batch / d_chunks)",
-    )
+    need(cfg.d_mbdisc >= 0, f"d_mbdisc must be >= 0, got {cfg.d_mbdisc}")
+    for name in ("d_mbstd", "d_mbdisc"):
+        need(
+            not getattr(cfg, name) or cfg.gan_batch // cfg.d_chunks >= 2,
+            f"{name} needs at least 2 images in each discriminator chunk (gan_batch / d_chunks)",
+        )
     need(0.0 <= cfg.gan_ema < 1.0, f"gan_ema must be in [0, 1), got {cfg.gan_ema}")
     need(
         cfg.conv_impl in CONV_IMPLS,

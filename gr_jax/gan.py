@@ -106,10 +106,11 @@ def _gan_parts(
     conv_impl: str = "xla",
     spectral: bool = False,
     dtype: str = "float32",
+    mbdisc: int = 0,
 ):
     """Modules and optimizer, made once per setting: they are static parts of the train states,
     so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
-    gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl, spectral, dtype)
+    gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl, spectral, dtype, mbdisc)
     return gen, disc, optax.adam(lr, b1=beta1)
 
 
@@ -128,14 +129,16 @@ def create_gan_state(
     conv_impl: str = "xla",
     spectral: bool = False,
     dtype: str = "float32",
+    mbdisc: int = 0,
 ) -> GANState:
     """A freshly initialised GAN (the method resets the generator before every task); with
     `ema` > 0 its generator also keeps an EMA of its weights with that decay; with `mbstd` its
-    discriminator sees each batch's feature spread, with `spectral` its layers are spectrally
+    discriminator sees each batch's feature spread, with `mbdisc` > 0 how close each image is to
+    the others (that many kernels), with `spectral` its layers are spectrally
     normalised; `conv_impl` picks how the conv GAN's convolutions are computed (`models.conv`),
     `dtype` in which precision (parameters and optimizer state stay float32)."""
     gen, disc, tx = _gan_parts(
-        kind, width, lr, beta1, num_classes, mbstd, conv_impl, spectral, dtype
+        kind, width, lr, beta1, num_classes, mbstd, conv_impl, spectral, dtype, mbdisc
     )
     kg, kd = jax.random.split(key)
     y0 = jnp.zeros((1,), jnp.int32)
@@ -176,8 +179,9 @@ def _sum_over_chunks(fn, chunks: int, *arrays: jnp.ndarray):
 
     The slices are independent ops inside one XLA program, which the CPU runtime runs side by
     side on its cores: for the discriminator's small convolutions this is ~1.2x faster than one
-    big batch. Per-example math is unchanged (D has no batch statistics), except with `d_mbstd`,
-    whose minibatch std is taken within each chunk: there `d_chunks` is part of the model.
+    big batch. Per-example math is unchanged (D has no batch statistics), except with `d_mbstd`
+    or `d_mbdisc`, whose batch features are taken within each chunk: there `d_chunks` is part
+    of the model.
     """
     parts = [fn(*xs) for xs in zip(*(jnp.split(a, chunks) for a in arrays))]
     return jax.tree_util.tree_map(lambda *p: sum(p[1:], p[0]), *parts)

@@ -122,6 +122,7 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         loss=cfg.gan_loss,
         ema=cfg.gan_ema,
         mbstd=cfg.d_mbstd,
+        mbdisc=cfg.d_mbdisc,
         conv_impl=cfg.conv_impl,
         spectral=cfg.d_spectral,
         dtype=cfg.gan_dtype,

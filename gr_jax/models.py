@@ -240,14 +240,34 @@ def minibatch_std(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.concatenate([x, jnp.full((*x.shape[:-1], 1), spread, x.dtype)], -1)
 
 
+class MinibatchDiscrimination(nn.Module):
+    """`h` (N, F) with `kernels` more features: for each image and kernel, its summed closeness
+    exp(-L1 distance) to the other images of the batch in a learnt `dims`-dimensional
+    projection (Salimans et al. 2016). Unlike the minibatch std (one number for the whole
+    batch), each image learns which others it is like: a generator whose images collapse onto
+    a few modes makes images with many close neighbours."""
+
+    kernels: int
+    dims: int = 5
+
+    @nn.compact
+    def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
+        m = nn.Dense(self.kernels * self.dims, use_bias=False, name="project")(h)
+        m = m.reshape(h.shape[0], self.kernels, self.dims)
+        closeness = jnp.exp(-jnp.abs(m[:, None] - m[None]).sum(-1))  # (N, N, kernels)
+        return jnp.concatenate([h, closeness.sum(1) - 1.0], -1)  # each image's own 1 left out
+
+
 class ConvDiscriminator(nn.Module):
     """DCGAN-like: 28x28x1 -> 14x14xw -> 7x7x(2w) -> logit, LeakyReLU(0.2), no normalisation
     unless `spectral` (every layer spectrally normalised); with `mbstd`, the 7x7 features get a
-    minibatch-std channel before the logit."""
+    minibatch-std channel before the logit; with `mbdisc` > 0 that many minibatch-discrimination
+    features (not spectrally normalised)."""
 
     width: int = 64
     num_classes: int = 0
     mbstd: bool = False
+    mbdisc: int = 0
     conv_impl: str = "xla"
     spectral: bool = False
     dtype: jnp.dtype | None = None  # the convolutions' computation dtype; the logit is float32
@@ -261,6 +281,8 @@ class ConvDiscriminator(nn.Module):
         if self.mbstd:
             x = minibatch_std(x)
         h = x.reshape(x.shape[0], -1)
+        if self.mbdisc:
+            h = MinibatchDiscrimination(self.mbdisc)(h)
         return projection_logit(h, y, self.num_classes, "Dense_0", self.spectral)
 
 
@@ -281,12 +303,13 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """784 -> 512 -> 256 -> logit, LeakyReLU(0.2); `mbstd` and `spectral` as in the conv
-    discriminator."""
+    """784 -> 512 -> 256 -> logit, LeakyReLU(0.2); `mbstd`, `mbdisc` and `spectral` as in the
+    conv discriminator."""
 
     hidden: Sequence[int] = (512, 256)
     num_classes: int = 0
     mbstd: bool = False
+    mbdisc: int = 0
     spectral: bool = False
 
     @nn.compact
@@ -296,6 +319,8 @@ class MLPDiscriminator(nn.Module):
             x = nn.leaky_relu(dense(h, f"Dense_{i}", self.spectral)(x), 0.2)
         if self.mbstd:
             x = minibatch_std(x)
+        if self.mbdisc:
+            x = MinibatchDiscrimination(self.mbdisc)(x)
         return projection_logit(x, y, self.num_classes, f"Dense_{len(self.hidden)}", self.spectral)
 
 
@@ -307,9 +332,11 @@ def make_gan(
     conv_impl: str = "xla",
     spectral: bool = False,
     dtype: str = "float32",
+    mbdisc: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) for `kind` "conv" or "mlp"; conditional if num_classes > 0;
-    a minibatch-std discriminator if `mbstd`, a spectrally normalised one if `spectral`; the
+    a minibatch-std discriminator if `mbstd`, `mbdisc` minibatch-discrimination kernels, a
+    spectrally normalised one if `spectral`; the
     conv GAN's convolutions by `conv_impl`, its heavy layers computed in `dtype`."""
     if kind == "conv":
         compute = None if dtype == "float32" else jnp.dtype(dtype)
@@ -319,6 +346,7 @@ def make_gan(
                 width,
                 num_classes=num_classes,
                 mbstd=mbstd,
+                mbdisc=mbdisc,
                 conv_impl=conv_impl,
                 spectral=spectral,
                 dtype=compute,
@@ -327,6 +355,8 @@ def make_gan(
     if kind == "mlp":
         return (
             MLPGenerator(num_classes=num_classes),
-            MLPDiscriminator(num_classes=num_classes, mbstd=mbstd, spectral=spectral),
+            MLPDiscriminator(
+                num_classes=num_classes, mbstd=mbstd, mbdisc=mbdisc, spectral=spectral
+            ),
         )
     raise ValueError(f"unknown GAN kind {kind!r}")

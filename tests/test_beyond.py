@@ -302,6 +302,8 @@ def test_all_options_together_run_end_to_end(tmp_path):
         ({"gan_loss": "wgan"}, "gan_loss"),
         ({"gan_ema": 1.0}, "gan_ema"),
         ({"d_mbstd": True, "gan_batch": 8, "d_chunks": 8}, "d_mbstd"),
+        ({"d_mbdisc": 8, "gan_batch": 8, "d_chunks": 8}, "d_mbdisc needs at least 2"),
+        ({"d_mbdisc": -1}, "d_mbdisc must be >= 0"),
         ({"conditional": True, "replay": "none"}, "conditional needs replay='generative'"),
         ({"fresh_replay": True, "solver_batch": 63}, "even"),
         ({"conditional": 1}, "conditional must be bool"),

@@ -50,6 +50,28 @@ def test_minibatch_std_discriminator_sees_the_rest_of_the_batch():
     assert float(models.minibatch_std(batch)[0, 0, 0, -1]) > 0.3
 
 
+def test_minibatch_discrimination_scores_each_image_by_its_neighbours():
+    key = jax.random.PRNGKey(0)
+    batch = jax.random.uniform(key, (8, 28, 28, 1), minval=-1, maxval=1)
+    same_first = batch.at[1:].set(batch[0])
+    for kind in ("conv", "mlp"):
+        d = models.make_gan(kind, 8, mbdisc=6)[1]
+        v = d.init(key, batch)
+        assert v["params"]["MinibatchDiscrimination_0"]["project"]["kernel"].shape[-1] == 6 * 5
+        # image 0 is the same in both batches, its neighbours are not
+        assert abs(float(d.apply(v, batch)[0]) - float(d.apply(v, same_first)[0])) > 1e-5, kind
+    layer = models.MinibatchDiscrimination(4, dims=3)
+    h = jax.random.normal(key, (5, 16))
+    lv = layer.init(key, h)
+    out = layer.apply(lv, h)
+    assert out.shape == (5, 20) and jnp.array_equal(out[:, :16], h)
+    # identical images: each is as close as can be to the 4 others; far-apart ones: to none
+    same = layer.apply(lv, jnp.repeat(h[:1], 5, 0))[:, 16:]
+    far = layer.apply(lv, h * 1e3)[:, 16:]
+    np.testing.assert_allclose(same, 4.0, rtol=1e-6)
+    assert float(far.max()) < 1e-3 and bool((out[:, 16:] > far).all())
+
+
 def test_slice_convolutions_are_the_same_model_as_xla_convolutions():
     key, kz, kx = jax.random.split(jax.random.PRNGKey(0), 3)
     z = jax.random.normal(kz, (8, 16))

@@ -12,11 +12,15 @@ from .conftest import tiny_config
 
 
 @pytest.mark.parametrize(
-    "gan,conv_impl,dropout",
-    [("mlp", "xla", 0.0), ("mlp", "xla", 0.3), ("conv", "xla", 0.0), ("conv", "slices", 0.0)],
+    "fields",
+    [
+        dict(gan="mlp"),
+        dict(gan="mlp", solver_dropout=0.3),
+        dict(gan="conv"),
+        dict(gan="conv", conv_impl="slices", d_mbdisc=4),
+    ],
 )
-def test_each_seed_equals_its_single_seed_run(gan, conv_impl, dropout):
-    fields = dict(gan=gan, conv_impl=conv_impl, solver_dropout=dropout)
+def test_each_seed_equals_its_single_seed_run(fields):
     multi = multiseed.run(tiny_config(**fields), [0, 1], None, bars=False)
     for i, seed in enumerate([0, 1]):
         single = loop.run(tiny_config(seed=seed, **fields), None, bars=False)
