@@ -134,9 +134,9 @@ def create_gan_state(
     """A freshly initialised GAN (the method resets the generator before every task); with
     `ema` > 0 its generator also keeps an EMA of its weights with that decay; with `mbstd` its
     discriminator sees each batch's feature spread, with `mbdisc` > 0 how close each image is to
-    the others (that many kernels), with `spectral` its layers are spectrally
-    normalised; `conv_impl` picks how the conv GAN's convolutions are computed (`models.conv`),
-    `dtype` in which precision (parameters and optimizer state stay float32)."""
+    the others (that many kernels), with `spectral` its layers are spectrally normalised;
+    `conv_impl` picks how the conv GAN's convolutions are computed (`models.conv`), `dtype` in
+    which precision (parameters and optimizer state stay float32)."""
     gen, disc, tx = _gan_parts(
         kind, width, lr, beta1, num_classes, mbstd, conv_impl, spectral, dtype, mbdisc
     )

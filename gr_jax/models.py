@@ -336,8 +336,8 @@ def make_gan(
 ) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) for `kind` "conv" or "mlp"; conditional if num_classes > 0;
     a minibatch-std discriminator if `mbstd`, `mbdisc` minibatch-discrimination kernels, a
-    spectrally normalised one if `spectral`; the
-    conv GAN's convolutions by `conv_impl`, its heavy layers computed in `dtype`."""
+    spectrally normalised one if `spectral`; the conv GAN's convolutions by `conv_impl`, its
+    heavy layers computed in `dtype`."""
     if kind == "conv":
         compute = None if dtype == "float32" else jnp.dtype(dtype)
         return (

@@ -72,11 +72,8 @@ def apply_model(
     on one batch; with `dropout_key` the solver runs in training mode (its dropout on)."""
 
     def loss_fn(params):
-        if dropout_key is None:
-            logits = state.apply_fn({"params": params}, images)
-        else:
-            variables = {"params": params}
-            logits = state.apply_fn(variables, images, train=True, rngs={"dropout": dropout_key})
+        train = {} if dropout_key is None else {"train": True, "rngs": {"dropout": dropout_key}}
+        logits = state.apply_fn({"params": params}, images, **train)
         if replay is not None:
             return replay.loss(logits, labels), logits
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
