@@ -100,7 +100,7 @@ def probe(changes: dict, classes: list[int], epochs: int, n: int) -> list[dict]:
     keep = np.isin(s.train_y, classes)
     x, y = jnp.asarray(s.train_x[keep]), jnp.asarray(s.train_y[keep])
     init_key, train_key = loop.gan_keys(jax.random.PRNGKey(cfg.seed))
-    g = loop.new_gan(cfg, init_key)
+    g = loop.new_gan(cfg, init_key).decaying_over(epochs * (len(y) // cfg.gan_batch))
     rows = []
     for e in range(epochs):
         g, _ = gan.train_epoch(

@@ -66,6 +66,10 @@ class Config:
     final_gan: bool = True
     gan_batch: int = 64
     gan_lr: float = 2e-4
+    # the discriminator's learning rate, if not gan_lr's (0: the same); two time-scales, TTUR
+    d_lr: float = 0.0
+    # < 1: both GAN learning rates fall linearly over each task's GAN training to this fraction
+    gan_lr_final: float = 1.0
     gan_beta1: float = 0.5
     # the D batch is split into independent chunks in the step (CPU speed); with d_mbstd the
     # minibatch std is taken within each chunk, so then it also changes the model
@@ -266,6 +270,16 @@ def validate(cfg: Config) -> Config:
     )
     for name in ("solver_lr", "gan_lr"):
         need(getattr(cfg, name) > 0, f"{name} must be > 0, got {getattr(cfg, name)}")
+    need(cfg.d_lr >= 0, f"d_lr must be >= 0 (0: gan_lr), got {cfg.d_lr}")
+    need(
+        0.0 <= cfg.gan_lr_final <= 1.0,
+        f"gan_lr_final must be in [0, 1] (1: no decay), got {cfg.gan_lr_final}",
+    )
+    need(
+        cfg.gan_lr_final == 1.0 or not cfg.keep_generator,
+        "gan_lr_final decays a reset GAN's learning rates over one task; keep_generator "
+        "continues the previous GAN (set gan_lr_final=1)",
+    )
     need(0.0 <= cfg.gan_beta1 < 1.0, f"gan_beta1 must be in [0, 1), got {cfg.gan_beta1}")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     need(cfg.split_seed >= 0, f"split_seed must be >= 0, got {cfg.split_seed}")

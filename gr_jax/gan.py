@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -90,9 +90,54 @@ class GANState(struct.PyTreeNode):
         anchor = Anchor(*g, jnp.asarray(classes, jnp.int32), jnp.asarray(n_old, jnp.int32))
         return self.replace(anchor=anchor, align=weight, align_batch=batch)
 
+    def decaying_over(self, steps: int) -> GANState:
+        """This GAN with its learning rates' linear decay (if any) spread over `steps` updates;
+        works on a GAN of many seeds too (vmapped: every seed the same `steps`)."""
+
+        def spread(opt_state: Any) -> Any:
+            if not (isinstance(opt_state, tuple) and isinstance(opt_state[-1], LinearDecayState)):
+                return opt_state
+            last = opt_state[-1]
+            return (*opt_state[:-1], last._replace(total=jnp.full_like(last.total, steps)))
+
+        g = self.g.replace(opt_state=spread(self.g.opt_state))
+        return self.replace(g=g, d=self.d.replace(opt_state=spread(self.d.opt_state)))
+
     def unanchored(self) -> GANState:
         """This GAN without replay alignment (as it is checkpointed and replays)."""
         return self.replace(anchor=None, align=0.0, align_batch=0)
+
+
+class LinearDecayState(NamedTuple):
+    count: jnp.ndarray  # updates made
+    total: jnp.ndarray  # updates over which the scale falls to its final value
+
+
+def scale_by_linear_decay(final: float) -> optax.GradientTransformation:
+    """Scales updates by a factor falling linearly from 1 to `final` over `total` updates
+    (then staying there). `total` is state, not a constant: a task's number of GAN steps
+    differs from task to task, and a constant would compile a new program for each one."""
+
+    def init(params: Any) -> LinearDecayState:
+        del params
+        return LinearDecayState(jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32))
+
+    def update(updates: Any, state: LinearDecayState, params: Any = None):
+        del params
+        done = jnp.minimum(state.count / jnp.maximum(state.total, 1), 1.0)
+        scale = 1.0 - (1.0 - final) * done
+        updates = jax.tree_util.tree_map(lambda u: u * scale.astype(u.dtype), updates)
+        return updates, state._replace(count=state.count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def adam(lr: float, beta1: float, lr_final: float = 1.0) -> optax.GradientTransformation:
+    """The GAN's Adam; with `lr_final` < 1 its learning rate decays linearly over each task's
+    GAN training to that fraction of `lr` (`GANState.decaying_over` says over how many steps)."""
+    if lr_final == 1.0:
+        return optax.adam(lr, b1=beta1)
+    return optax.chain(optax.adam(lr, b1=beta1), scale_by_linear_decay(lr_final))
 
 
 @functools.cache
@@ -107,11 +152,15 @@ def _gan_parts(
     spectral: bool = False,
     dtype: str = "float32",
     mbdisc: int = 0,
+    d_lr: float = 0.0,
+    lr_final: float = 1.0,
 ):
-    """Modules and optimizer, made once per setting: they are static parts of the train states,
+    """Modules and optimizers, made once per setting: they are static parts of the train states,
     so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
     gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl, spectral, dtype, mbdisc)
-    return gen, disc, optax.adam(lr, b1=beta1)
+    g_tx = adam(lr, beta1, lr_final)
+    d_tx = g_tx if d_lr in (0.0, lr) else adam(d_lr, beta1, lr_final)
+    return gen, disc, g_tx, d_tx
 
 
 def create_gan_state(
@@ -130,21 +179,35 @@ def create_gan_state(
     spectral: bool = False,
     dtype: str = "float32",
     mbdisc: int = 0,
+    d_lr: float = 0.0,
+    lr_final: float = 1.0,
 ) -> GANState:
     """A freshly initialised GAN (the method resets the generator before every task); with
     `ema` > 0 its generator also keeps an EMA of its weights with that decay; with `mbstd` its
     discriminator sees each batch's feature spread, with `mbdisc` > 0 how close each image is to
     the others (that many kernels), with `spectral` its layers are spectrally normalised;
     `conv_impl` picks how the conv GAN's convolutions are computed (`models.conv`), `dtype` in
-    which precision (parameters and optimizer state stay float32)."""
-    gen, disc, tx = _gan_parts(
-        kind, width, lr, beta1, num_classes, mbstd, conv_impl, spectral, dtype, mbdisc
+    which precision (parameters and optimizer state stay float32). The discriminator's Adam
+    uses `d_lr` (0: `lr`); with `lr_final` < 1 both learning rates decay (`adam`)."""
+    gen, disc, g_tx, d_tx = _gan_parts(
+        kind,
+        width,
+        lr,
+        beta1,
+        num_classes,
+        mbstd,
+        conv_impl,
+        spectral,
+        dtype,
+        mbdisc,
+        d_lr,
+        lr_final,
     )
     kg, kd = jax.random.split(key)
     y0 = jnp.zeros((1,), jnp.int32)
     g_vars = gen.init(kg, jnp.zeros((1, latent_dim)), y0, train=False)
     d_vars = disc.init(kd, jnp.zeros((1, 28, 28, 1)), y0)
-    parts = dict(apply_fn=gen.apply, params=g_vars["params"], tx=tx)
+    parts = dict(apply_fn=gen.apply, params=g_vars["params"], tx=g_tx)
     batch_stats = g_vars.get("batch_stats", {})
     if ema > 0:
         # a copy: params and ema_params are donated to the step as separate buffers
@@ -154,7 +217,7 @@ def create_gan_state(
         )
     else:
         g = GenState.create(**parts, batch_stats=batch_stats)
-    d = TrainState.create(apply_fn=disc.apply, params=d_vars["params"], tx=tx)
+    d = TrainState.create(apply_fn=disc.apply, params=d_vars["params"], tx=d_tx)
     return GANState(
         g=g, d=d, latent_dim=latent_dim, d_chunks=d_chunks, num_classes=num_classes, loss=loss
     )

@@ -126,6 +126,8 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         conv_impl=cfg.conv_impl,
         spectral=cfg.d_spectral,
         dtype=cfg.gan_dtype,
+        d_lr=cfg.d_lr,
+        lr_final=cfg.gan_lr_final,
     )
 
 
@@ -359,6 +361,7 @@ def gan_phase(
     n_epochs = cfg.gen_epochs_for(t)
     n = train.n
     total = n_epochs * (n // cfg.gan_batch)
+    g = g.decaying_over(total)
     with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
         for e in range(n_epochs):
             g, m = gan.train_epoch(

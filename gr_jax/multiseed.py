@@ -210,9 +210,9 @@ def run_task(
     g = state.gan
     if loop.trains_gan(cfg, t):
         init_keys, train_keys = jax.vmap(loop.gan_keys)(k_gan)
-        g = p.new_gans(init_keys)
         epochs = cfg.gen_epochs_for(t)
         total = epochs * (n // cfg.gan_batch)
+        g = p.new_gans(init_keys).decaying_over(total)
         with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
             for e in range(epochs):
                 g, m = _gan_epoch(

@@ -30,6 +30,8 @@ LEFT_OPEN = {
     "d_spectral",
     "gen_epochs",
     "gan_lr",
+    "d_lr",
+    "gan_lr_final",
     "gan_beta1",
     "gan_batch",
     "latent_dim",
@@ -64,6 +66,9 @@ def test_gen_epochs_per_task():
         ({"val_fraction": 0.0}, "val_fraction"),
         ({"solver_lr": 0.0}, "solver_lr"),
         ({"solver_hidden": ()}, "solver_hidden"),
+        ({"d_lr": -1e-4}, "d_lr must be >= 0"),
+        ({"gan_lr_final": 1.5}, "gan_lr_final must be in"),
+        ({"gan_lr_final": 0.5, "keep_generator": True}, "keep_generator continues"),
     ],
 )
 def test_invalid_configs_name_the_problem(overrides, fragment):

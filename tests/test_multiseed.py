@@ -16,6 +16,7 @@ from .conftest import tiny_config
     [
         dict(gan="mlp"),
         dict(gan="mlp", solver_dropout=0.3),
+        dict(gan="mlp", gan_lr_final=0.1),
         dict(gan="conv"),
         dict(gan="conv", conv_impl="slices", d_mbdisc=4),
     ],

@@ -118,6 +118,51 @@ def test_gan_step_is_deterministic_in_its_key():
     assert not all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(c)))
 
 
+def _moved(a, b) -> float:
+    """Largest change of any weight between two parameter trees."""
+    return max(
+        float(jnp.max(jnp.abs(x - y))) for x, y in zip(*map(jax.tree_util.tree_leaves, (a, b)))
+    )
+
+
+def test_discriminator_learning_rate_is_its_own():
+    """With `d_lr` the discriminator's first Adam step (about lr * sign(grad)) scales with it;
+    the generator's, taken through the updated discriminator, stays about lr."""
+    data, key = _target()[:32], jax.random.PRNGKey(0)
+    moved = {}
+    for d_lr in (0.0, 8e-4):
+        s0 = gan.create_gan_state(key, "mlp", 8, 16, 2e-4, 0.5, d_lr=d_lr)
+        s1, _ = gan.gan_step(s0, data, labels[:32], jax.random.PRNGKey(1))
+        moved[d_lr] = (_moved(s0.d.params, s1.d.params), _moved(s0.g.params, s1.g.params))
+    assert moved[0.0][0] == pytest.approx(2e-4, rel=0.05)
+    assert moved[8e-4][0] == pytest.approx(8e-4, rel=0.05)
+    assert moved[0.0][1] == pytest.approx(2e-4, rel=0.05)
+    assert moved[8e-4][1] == pytest.approx(2e-4, rel=0.05)
+
+
+def test_gan_learning_rates_decay_linearly_over_the_steps_set():
+    """`lr_final` scales Adam's steps from 1 down to it over `decaying_over(n)` steps, for both
+    networks; without it the optimizer is plain Adam (the state of earlier checkpoints)."""
+    assert not isinstance(
+        gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5).g.opt_state[-1],
+        gan.LinearDecayState,
+    )
+    tx = gan.scale_by_linear_decay(0.25)
+    state = tx.init(None)._replace(total=jnp.asarray(4))
+    scales = []
+    for _ in range(6):
+        u, state = tx.update({"w": jnp.ones(())}, state)
+        scales.append(float(u["w"]))
+    assert scales == pytest.approx([1.0, 0.8125, 0.625, 0.4375, 0.25, 0.25])
+    # at lr_final 0 over one step, the second step moves nothing
+    data = _target()[:32]
+    s = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5, lr_final=0.0)
+    s1, _ = gan.gan_step(s.decaying_over(1), data, labels[:32], jax.random.PRNGKey(1))
+    s2, _ = gan.gan_step(s1, data, labels[:32], jax.random.PRNGKey(2))
+    assert _moved(s.g.params, s1.g.params) > 1e-4 and _moved(s.d.params, s1.d.params) > 1e-4
+    assert _moved(s1.g.params, s2.g.params) == 0.0 and _moved(s1.d.params, s2.d.params) == 0.0
+
+
 def test_chunked_discriminator_step_equals_the_plain_one():
     data = _target()[:32]
     key = jax.random.PRNGKey(0)
