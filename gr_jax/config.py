@@ -20,6 +20,7 @@ WEIGHTINGS = ("mix", "tasks", "fixed")
 GAN_LOSSES = ("ns", "hinge")
 CONV_IMPLS = ("xla", "slices")
 GAN_DTYPES = ("float32", "bfloat16")
+SOLVER_HEADS = ("linear", "cosine")
 SPLIT_MNIST = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 
 
@@ -52,6 +53,9 @@ class Config:
     solver_batch: int = 128
     solver_lr: float = 1e-3
     solver_dropout: float = 0.0  # dropout rate of the solver's hidden layers in training
+    # the solver's output layer: "linear", or "cosine" (a learnt scale times the cosine of
+    # features and class weights, so a class cannot win by its weights' norm alone)
+    solver_head: str = "linear"
     # > 0: every solver training image (real and replayed) is translated by a random offset of
     # up to this many pixels per axis, the background shifted in (0: none, the method)
     solver_shift: int = 0
@@ -183,6 +187,10 @@ def validate(cfg: Config) -> Config:
     need(
         cfg.replay_weighting in WEIGHTINGS,
         f"replay_weighting must be one of {WEIGHTINGS}, got {cfg.replay_weighting!r}",
+    )
+    need(
+        cfg.solver_head in SOLVER_HEADS,
+        f"solver_head must be one of {SOLVER_HEADS}, got {cfg.solver_head!r}",
     )
     need(cfg.d_mbdisc >= 0, f"d_mbdisc must be >= 0, got {cfg.d_mbdisc}")
     for name in ("d_mbstd", "d_mbdisc"):

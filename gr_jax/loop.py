@@ -159,7 +159,7 @@ def state_from_key(cfg: Config, key: jax.Array) -> RunState:
     key, k_solver, k_gan = jax.random.split(key, 3)
     return RunState(
         solver=solver.create_solver_state(
-            k_solver, cfg.solver_hidden, cfg.solver_lr, cfg.solver_dropout
+            k_solver, cfg.solver_hidden, cfg.solver_lr, cfg.solver_dropout, cfg.solver_head
         ),
         gan=new_gan(cfg, k_gan),
         key=key,

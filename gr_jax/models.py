@@ -17,14 +17,31 @@ import jax.numpy as jnp
 from gr_jax.config import CONV_IMPLS
 
 
+class CosineHead(nn.Module):
+    """Logits as a learnt scale times the cosine between the features and each class's weight
+    vector (Hou et al. 2019): no class can win by the norm of its weights alone, which in a
+    class-incremental head grows with how recently the class was trained."""
+
+    num_classes: int
+    init_scale: float = 10.0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        w = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.num_classes))
+        scale = self.param("scale", nn.initializers.constant(self.init_scale), ())
+        x = x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
+        return scale * (x @ (w / (jnp.linalg.norm(w, axis=0, keepdims=True) + 1e-6)))
+
+
 class Solver(nn.Module):
-    """MLP classifier with one 10-way head (class-incremental: no task id); with `dropout` > 0
-    each hidden layer's units are dropped at that rate in training (`train=True`, which then
-    needs a "dropout" key)."""
+    """MLP classifier with one 10-way head (class-incremental: no task id), linear or (`head`
+    "cosine") a `CosineHead`; with `dropout` > 0 each hidden layer's units are dropped at that
+    rate in training (`train=True`, which then needs a "dropout" key)."""
 
     hidden: Sequence[int] = (400, 400)
     num_classes: int = 10
     dropout: float = 0.0
+    head: str = "linear"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -33,6 +50,8 @@ class Solver(nn.Module):
             x = nn.relu(nn.Dense(h)(x))
             if self.dropout > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        if self.head == "cosine":
+            return CosineHead(self.num_classes)(x)
         return nn.Dense(self.num_classes)(x)
 
 

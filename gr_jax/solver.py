@@ -22,9 +22,9 @@ from gr_jax.models import Solver
 
 
 def create_solver_state(
-    key: jax.Array, hidden: tuple[int, ...], lr: float, dropout: float = 0.0
+    key: jax.Array, hidden: tuple[int, ...], lr: float, dropout: float = 0.0, head: str = "linear"
 ) -> TrainState:
-    model = Solver(hidden, dropout=dropout)
+    model = Solver(hidden, dropout=dropout, head=head)
     params = model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
     return TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(lr))
 

@@ -34,6 +34,25 @@ def test_shapes_and_output_ranges():
     assert n == 784 * 32 + 32 + 32 * 10 + 10
 
 
+def test_cosine_head_ignores_the_norms_of_class_weights_and_features():
+    """A class's weight vector made 10x longer wins more with a linear head, not a cosine one;
+    the cosine head's logits are bounded by its learnt scale."""
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (5, 28, 28, 1))
+    for head, moves in (("linear", True), ("cosine", False)):
+        model = models.Solver((32,), head=head)
+        params = model.init(key, x)["params"]
+        name = "CosineHead_0" if head == "cosine" else "Dense_1"
+        longer = jax.tree_util.tree_map(lambda p: p, params)
+        longer[name] = {**params[name], "kernel": params[name]["kernel"].at[:, 3].multiply(10.0)}
+        a, b = model.apply({"params": params}, x), model.apply({"params": longer}, x)
+        assert (not np.allclose(a, b, atol=1e-4)) == moves, head
+    scale = float(params["CosineHead_0"]["scale"])
+    assert scale == 10.0 and float(jnp.abs(a).max()) <= scale + 1e-4
+    n = sum(p.size for p in jax.tree_util.tree_leaves(params))
+    assert n == 784 * 32 + 32 + 32 * 10 + 1  # no bias, one scale
+
+
 def test_minibatch_std_discriminator_sees_the_rest_of_the_batch():
     key = jax.random.PRNGKey(0)
     batch = jax.random.uniform(key, (8, 28, 28, 1), minval=-1, maxval=1)
