@@ -15,7 +15,8 @@ what the oracle makes of them:
 
 `runs` judges every generator a run saved (after tasks 1 .. T), with the latent key fixed, so
 runs can be compared generation by generation. `probe` trains a fresh GAN of the `tuned` preset
-(with the given fields changed) on the real training images of `--classes` only, and judges it
+(with the given fields changed; the probes recorded before 2026-11-28 were of `tuned` v2, which
+`"gan_lr_final": 1.0` gives back) on the real training images of `--classes` only, and judges it
 after every epoch: a cheap stand-in for one task's GAN phase when choosing GAN settings (about a
 minute per 1,000 steps on the 2-core CPU). Everything is recorded in
 `experiments/results/tuning/generator-quality.json`.

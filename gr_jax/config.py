@@ -323,9 +323,16 @@ PRESETS: dict[str, Config] = {
     "seed": Config(),
     # The method as described (unconditional GAN reset every task, hard labels, n_gen 12k), with
     # what it leaves open tuned (docs/results.md, "In-method tuning"): a minibatch-std
-    # discriminator against mode dropping, the GAN learning rate found for `best`, and a solver
-    # learning rate low enough that one task's training overwrites less of the ones before.
-    "tuned": Config(solver_lr=3e-5, gan_lr=1.6e-3, d_mbstd=True),
+    # discriminator against mode dropping, the GAN learning rate found for `best`, decaying to
+    # 0 over each task's GAN training, and a wider solver with a learning rate low enough that
+    # one task's training overwrites less of the ones before.
+    "tuned": Config(
+        solver_lr=3e-5,
+        solver_hidden=(1000, 1000),
+        gan_lr=1.6e-3,
+        gan_lr_final=0.0,
+        d_mbstd=True,
+    ),
     # The best generative replay we found (docs/results.md, "Beyond the original"): balanced
     # conditional replay, distilled soft targets, replay weighted by tasks seen, fresh replay in
     # every solver step, a generator that keeps learning instead of being reset, learning
