@@ -130,11 +130,13 @@ def test_batch_larger_than_a_task_is_refused():
         loop.prepare_data(tiny_config(solver_batch=5000))
 
 
-def test_nothing_compiles_after_the_first_replay_task(caplog):
-    """Fixed shapes everywhere: task 3 runs entirely on programs compiled in tasks 1 and 2."""
+@pytest.mark.parametrize("fields", [{}, {"gan_lr_final": 0.0, "d_lr": 4e-4}])
+def test_nothing_compiles_after_the_first_replay_task(caplog, fields):
+    """Fixed shapes everywhere: task 3 runs entirely on programs compiled in tasks 1 and 2 (also
+    with the GAN's learning-rate decay, whose length changes from task to task)."""
     import logging
 
-    cfg = tiny_config(tasks=((0, 1), (2, 3), (4, 5)))
+    cfg = tiny_config(tasks=((0, 1), (2, 3), (4, 5)), **fields)
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
     history = loop.empty_history(*loop._accuracies(state.solver, data, cfg))
