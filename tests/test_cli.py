@@ -54,3 +54,30 @@ def test_bad_input_exits_with_a_message(argv, message, capsys):
         cli.main(argv + ["--no-compile-cache"])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+CONV_HLO = """
+import sys
+from gr_jax import cli
+cli.add_xla_flags(cli.CPU_CONV_XLA_FLAGS[sys.argv[1]])
+import jax, jax.numpy as jnp
+conv = lambda x, w: jax.lax.conv_general_dilated(
+    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+x, w = jnp.ones((8, 7, 7, 16)), jnp.ones((3, 3, 16, 32))
+print(jax.jit(conv).lower(x, w).compile().as_text())
+"""
+
+
+def test_cpu_convs_eigen_takes_convolutions_away_from_ynnpack():
+    """`--cpu-convs eigen` changes what XLA compiles a convolution to: no YNNPACK fusion."""
+    import subprocess
+    import sys
+
+    hlo = {
+        lib: subprocess.run(
+            [sys.executable, "-c", CONV_HLO, lib], capture_output=True, text=True, check=True
+        ).stdout
+        for lib in cli.CPU_CONV_XLA_FLAGS
+    }
+    assert "convolution(" in hlo["eigen"] and "ynn" not in hlo["eigen"]
+    assert hlo["eigen"] != hlo["ynnpack"]
