@@ -165,10 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-compile-cache", action="store_true", help="do not use JAX's persistent compile cache"
     )
     run.add_argument("--compile-cache-dir", type=Path, default=DEFAULT_CACHE)
-    run.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
-    run.add_argument(
-        "--cpu-convs", choices=CPU_CONV_XLA_FLAGS, default="ynnpack", help=CPU_CONVS_HELP
-    )
+    add_kernel_options(run)
     add_config_options(run)
     sw = sub.add_parser("sweep", help="a grid of runs x seeds, resumable, with a summary table")
     sw.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)}")
@@ -177,12 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-progress", action="store_true")
     sw.add_argument("--no-compile-cache", action="store_true")
     sw.add_argument("--compile-cache-dir", type=Path, default=DEFAULT_CACHE)
-    sw.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
-    sw.add_argument(
-        "--cpu-convs", choices=CPU_CONV_XLA_FLAGS, default="ynnpack", help=CPU_CONVS_HELP
-    )
+    add_kernel_options(sw)
     add_config_options(sw, grid=True)
     return parser
+
+
+def add_kernel_options(p: argparse.ArgumentParser) -> None:
+    """The options that choose XLA's kernels (through XLA_FLAGS), for `run` and `sweep`."""
+    p.add_argument("--deterministic", action="store_true", help=DETERMINISTIC_HELP)
+    p.add_argument(
+        "--cpu-convs", choices=CPU_CONV_XLA_FLAGS, default="ynnpack", help=CPU_CONVS_HELP
+    )
 
 
 def add_xla_flags(extra: tuple[str, ...]) -> None:
