@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from flax.training.train_state import TrainState
@@ -408,10 +409,12 @@ def train_epoch(
     A Python loop of jitted programs of `steps_per_call` steps each (the rest one by one, so
     an epoch's length never changes a compiled shape). Metrics are returned as device arrays
     from the last step, so no step waits on the host; `on_step(k)` is told of every k steps.
+    The epoch's only host-to-device copies are the explicit ones of its two counters here.
     """
     perm_key, step_key = epoch_keys(key)
-    perm = valid_permutation(perm_key, jnp.asarray(n_valid), images.shape[0])
-    cursor = (jnp.zeros((), jnp.int32), jnp.asarray(health.NO_BAD_STEP, jnp.int32))
+    n, start, no_bad = jax.device_put(tuple(map(np.int32, (n_valid, 0, health.NO_BAD_STEP))))
+    perm = valid_permutation(perm_key, n, images.shape[0])
+    cursor = (start, no_bad)
     metrics: dict = {}
     for k in call_sizes(n_valid // batch_size, steps_per_call):
         args = (state, images, labels, perm, cursor, step_key, batch_size)

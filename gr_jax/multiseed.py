@@ -135,9 +135,12 @@ def _gan_epoch(
     p: Programs, g: gan.GANState, x, y, n: int, keys, batch: int, per_call: int, on_step
 ):
     perm_keys, step_keys = jax.vmap(gan.epoch_keys)(keys)
-    perm = p.permutations(perm_keys, jnp.asarray(n))
+    # explicit copies, as in gan.train_epoch: no implicit host<->device copy in an epoch
     s = keys.shape[0]
-    cursor = (jnp.zeros((s,), jnp.int32), jnp.full((s,), health.NO_BAD_STEP, jnp.int32))
+    n_dev, cursor = jax.device_put(
+        (np.int32(n), (np.zeros(s, np.int32), np.full(s, health.NO_BAD_STEP, np.int32)))
+    )
+    perm = p.permutations(perm_keys, n_dev)
     m: dict = {}
     for k in gan.call_sizes(n // batch, per_call):
         step = p.gan_step if k == 1 else p.gan_steps

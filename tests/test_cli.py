@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -81,3 +82,36 @@ def test_cpu_convs_eigen_takes_convolutions_away_from_ynnpack():
     }
     assert "convolution(" in hlo["eigen"] and "ynn" not in hlo["eigen"]
     assert hlo["eigen"] != hlo["ynnpack"]
+
+
+def test_the_compile_cache_is_on_by_default_and_a_second_run_reads_it(tmp_path):
+    """`gr-jax run` without cache options writes compiled programs to ~/.cache/gr_jax; a second
+    run of the same config loads them instead of compiling (JAX logs each cache hit);
+    `--no-compile-cache` leaves no cache behind."""
+    import os
+    import subprocess
+    import sys
+
+    def gr_jax(home, out, *extra):
+        env = dict(os.environ, HOME=str(home), JAX_LOG_COMPILES="1")
+        cmd = [sys.executable, "-m", "gr_jax.cli", "run", "--preset", "quick", "--no-progress"]
+        done = subprocess.run(
+            [*cmd, "--out", str(tmp_path / out), *TINY, *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+
+    home = tmp_path / "home"
+    cache = home / ".cache/gr_jax/jax_compilation_cache"
+    first = gr_jax(home, "a")
+    stored = {f.name.removesuffix("-cache") for f in cache.iterdir()}
+    assert any(k.startswith("jit_train_epoch") for k in stored)
+    assert "Persistent compilation cache hit" not in first
+    second = gr_jax(home, "b")
+    hits = set(re.findall(r"Persistent compilation cache hit for '\w+' with key '([^']+)'", second))
+    assert hits == stored  # every program the first run stored, the second read back
+    off = gr_jax(tmp_path / "home2", "c", "--no-compile-cache")
+    assert not (tmp_path / "home2" / ".cache").exists() and "cache hit" not in off

@@ -113,3 +113,24 @@ def test_sharded_over_four_cpu_devices_equals_unsharded():
         assert a["r_test"][0] == b["r_test"][0]
         np.testing.assert_allclose(a["r_test"], b["r_test"], atol=0.05)
         np.testing.assert_allclose(a["r_val"], b["r_val"], atol=0.05)
+
+
+def test_a_vmapped_gan_epoch_copies_nothing_on_its_own():
+    """As for one seed (test_steps): with implicit host-to-device copies refused, a GAN epoch
+    of all seeds runs once its inputs are on the device."""
+    import jax
+    import jax.numpy as jnp
+
+    cfg = tiny_config(gan="mlp", gan_batch=16)
+    p = multiseed.programs(cfg, 64)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)])
+    x = jax.random.uniform(keys[0], (2, 64, 28, 28, 1))  # each seed its own mix
+    y = jnp.tile(jnp.arange(64, dtype=jnp.int32) % 4, (2, 1))
+    g = p.new_gans(keys)
+    calls = []
+    first, second = jax.vmap(jax.random.split, out_axes=1)(keys)
+    g, _ = multiseed._gan_epoch(p, g, x, y, 64, first, 16, 1, calls.append)
+    with jax.transfer_guard("disallow"):
+        g, m = multiseed._gan_epoch(p, g, x, y, 64, second, 16, 1, calls.append)
+        jax.block_until_ready((g, m))
+    assert calls == [1] * 8 and m["d_loss"].shape == (2,)

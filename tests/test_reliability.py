@@ -30,12 +30,18 @@ TINY = [
 ]  # fmt: skip
 
 
-def gr_jax(out: Path, *extra: str, fault: str | None = None, cache: Path | None = None):
+def gr_jax(
+    out: Path,
+    *extra: str,
+    fault: str | None = None,
+    cache: Path | None = None,
+    command: str = "run",
+):
     env = dict(os.environ)
     env.pop(loop.FAULT_ENV, None)
     if fault:
         env[loop.FAULT_ENV] = fault
-    cmd = [sys.executable, "-m", "gr_jax.cli", "run", "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "gr_jax.cli", command, "--out", str(out), *extra]
     if cache is not None:
         cmd += ["--compile-cache-dir", str(cache)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -95,6 +101,22 @@ def _kill_and_resume(point: str, reference, tmp_path) -> None:
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkill_then_resume_is_bitwise_identical(point, reference, tmp_path):
     _kill_and_resume(point, reference, tmp_path)
+
+
+def test_a_sweep_killed_inside_a_point_resumes_that_point_bitwise(reference, tmp_path):
+    """The same sweep command, run again after a SIGKILL in task 2, resumes the point from its
+    task-1 checkpoint and ends with the results of an uninterrupted run."""
+    ref, cache = reference
+    sweep = tmp_path / "sweep"
+    args = (*TINY, "--seeds", "0")
+    killed = gr_jax(sweep, *args, fault="2:solver", cache=cache, command="sweep")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (sweep / "summary.csv").exists()
+    again = gr_jax(sweep, *args, cache=cache, command="sweep")
+    assert again.returncode == 0, again.stderr
+    assert "seed=0: resuming" in again.stderr
+    same_results(ref, sweep / "seed=0")
+    assert (sweep / "summary.csv").read_text().splitlines()[0].startswith("seeds,acc_mean")
 
 
 @pytest.mark.slow

@@ -196,3 +196,29 @@ def test_scanned_gan_steps_equal_the_loop_of_steps():
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
     assert out[1][1] == pytest.approx(out[3][1], abs=1e-6)
     assert gan.call_sizes(7, 50) == [1] * 7 and gan.scan_steps(5) == 5
+
+
+@pytest.mark.parametrize("per_call", [1, 3])
+def test_an_epoch_copies_nothing_between_host_and_device_on_its_own(per_call):
+    """Batches are sliced on the device and metrics stay there: with JAX's transfer guard
+    refusing implicit copies, whole epochs of the solver and the GAN run (the GAN's epoch puts
+    its two counters on the device explicitly, once). The CPU backend guards host-to-device
+    copies only (its arrays live in host memory); on an accelerator the guard covers both."""
+    x, y = _blobs(224)
+    n = jnp.asarray(224)
+    s = solver.create_solver_state(jax.random.PRNGKey(0), (32,), 1e-3)
+    g = gan.create_gan_state(jax.random.PRNGKey(1), "conv", 8, 16, 2e-4, 0.5)
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(2), 4)
+    s, _ = solver.train_epoch(s, x, y, n, k1, 32)  # the step counters become device arrays
+    g, _ = gan.train_epoch(g, x, y, 224, k2, 32, steps_per_call=per_call)
+    with jax.transfer_guard("disallow"):
+        s, m = solver.train_epoch(s, x, y, n, k3, 32)
+        g, gm = gan.train_epoch(g, x, y, 224, k4, 32, steps_per_call=per_call)
+        jax.block_until_ready((s, m, g, gm))
+    # metrics come back as device arrays: no step waited to read one
+    assert all(isinstance(v, jax.Array) for v in (*m.values(), *gm.values()))
+    with (
+        pytest.raises(Exception, match="Disallowed host-to-device"),
+        jax.transfer_guard("disallow"),
+    ):
+        solver.train_epoch(s, x, y, 224, k1, 32)  # the guard is on: a Python count is refused
