@@ -1,13 +1,16 @@
-"""Cost of K vmapped seeds per train step: the programs `gr-jax run --seeds` runs, timed alone.
+"""Cost of K seeds per train step: the programs `gr-jax run --seeds` runs, timed alone.
 
     python benchmarks/vmap_steps.py --preset seed --ks 1,2,4,8 --reps 5 --json OUT.json
-    python benchmarks/vmap_steps.py --preset seed --changes '{"conv_impl": "slices"}' ...
+    python benchmarks/vmap_steps.py --preset seed --changes '{"seed_axis": "vmap"}' ...
+
+The seeds are vmapped or unrolled as `seed_axis` says (`--changes`; "auto" unrolls on CPU).
 
 For each K, a GAN epoch as `gr-jax run --seeds` runs it (`multiseed._gan_epoch`: shuffle, then
 `gan_scan` steps per call, 1 on CPU and 50 on accelerators) and a seed-vmapped solver epoch, on
 random images for K fresh seeds; medians of `--reps` timed epochs after a warm-up epoch, per
 step. The ratio column is one K-seed step against one single-seed step: 1x means the extra
-seeds are free, K means vmapping gained nothing over running the seeds one after another.
+seeds are free, K means the program gained nothing over running the seeds one after another.
+The warm-up epoch's extra time over a timed one is reported as compile seconds.
 Whole runs (data, generation, evaluation and compiling included) are `seeds_per_hour.py`'s job.
 """
 
@@ -27,14 +30,18 @@ from gr_jax.config import preset
 from gr_jax.provenance import environment
 
 
-def _median_seconds(fn, reps: int) -> float:
+def _median_seconds(fn, reps: int) -> tuple[float, float]:
+    """(median seconds of `reps` calls, extra seconds of the first, compiling, call)."""
+    tick = time.perf_counter()
     jax.block_until_ready(fn())  # warm-up, compiles
+    first = time.perf_counter() - tick
     times = []
     for _ in range(reps):
         tick = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - tick)
-    return statistics.median(times)
+    median = statistics.median(times)
+    return median, first - median
 
 
 def measure(cfg, k: int, calls: int, reps: int) -> dict:
@@ -57,9 +64,17 @@ def measure(cfg, k: int, calls: int, reps: int) -> dict:
         box["s"], _ = p.solver_epoch(box["s"], x, y, jnp.asarray(n), keys)
         return box["s"]
 
-    gan_s = _median_seconds(gan_epoch, reps) / (n // cfg.gan_batch)
-    solver_s = _median_seconds(solver_epoch, reps) / (n // cfg.solver_batch)
-    return {"k": k, "gan_step_s": gan_s, "solver_step_s": solver_s, "gan_per_call": per_call}
+    gan_s, gan_compile = _median_seconds(gan_epoch, reps)
+    solver_s, solver_compile = _median_seconds(solver_epoch, reps)
+    return {
+        "k": k,
+        "seed_axis": multiseed.seed_axis(cfg),
+        "gan_step_s": gan_s / (n // cfg.gan_batch),
+        "solver_step_s": solver_s / (n // cfg.solver_batch),
+        "gan_compile_s": gan_compile,
+        "solver_compile_s": solver_compile,
+        "gan_per_call": per_call,
+    }
 
 
 def main() -> None:
@@ -76,8 +91,10 @@ def main() -> None:
     for k in (int(s) for s in args.ks.split(",")):
         rows.append(measure(cfg, k, args.calls, args.reps))
         r = rows[-1]
-        print(f"K={k}: GAN step {1e3 * r['gan_step_s']:.2f} ms, "
-              f"solver step {1e3 * r['solver_step_s']:.3f} ms", flush=True)  # fmt: skip
+        print(f"K={k} ({r['seed_axis']}): GAN step {1e3 * r['gan_step_s']:.2f} ms, "
+              f"solver step {1e3 * r['solver_step_s']:.3f} ms, compile GAN "
+              f"{r['gan_compile_s']:.1f} s, solver {r['solver_compile_s']:.1f} s",
+              flush=True)  # fmt: skip
     base = rows[0]
     print(f"\n{args.preset} preset {args.changes} ({cfg.gan} GAN), {jax.devices()[0].device_kind} "
           f"x{jax.device_count()}, {os.cpu_count()} cores; K=1 row is the base")  # fmt: skip

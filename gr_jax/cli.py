@@ -153,12 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         type=parse_seeds,
         default=None,
-        help="'0-7' or '0,3,5': all these seeds in one vmapped program (instead of --seed)",
+        help="'0-7' or '0,3,5': all these seeds in one program (instead of --seed; see --seed-axis)",
     )
     run.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first (multi-host: same command on every host)",
+        help="call jax.distributed.initialize() first (multi-host: same command on every host; "
+        "on SLURM, Open MPI, TPU pods and GKE it finds its peers itself)",
+    )
+    run.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="with --distributed elsewhere: process 0's address, the same on every host",
+    )
+    run.add_argument(
+        "--num-processes", type=int, default=None, help="with --coordinator: processes in all"
+    )
+    run.add_argument(
+        "--process-id", type=int, default=None, help="with --coordinator: this one, 0 to N-1"
     )
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--overwrite", action="store_true", help="replace what --out holds")
@@ -286,10 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     from gr_jax.loop import RunDirError, run
     from gr_jax.metrics import format_matrix
 
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in manual) and not args.distributed:
+        parser.error("--coordinator, --num-processes and --process-id go with --distributed")
     if args.distributed:
         import jax
 
-        jax.distributed.initialize()
+        jax.distributed.initialize(*manual)
     if not args.no_compile_cache:
         enable_compile_cache(args.compile_cache_dir)
     if args.resume and args.out is None:

@@ -19,6 +19,7 @@ REPLAYS = ("generative", "none", "exact", "joint")
 WEIGHTINGS = ("mix", "tasks", "fixed")
 GAN_LOSSES = ("ns", "hinge")
 CONV_IMPLS = ("xla", "slices")
+SEED_AXES = ("auto", "vmap", "unroll")
 GAN_DTYPES = ("float32", "bfloat16")
 SOLVER_HEADS = ("linear", "cosine")
 SPLIT_MNIST = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
@@ -92,6 +93,11 @@ class Config:
     # (shifted slices times a matrix: the same math, rounded differently; vmapped over seeds
     # it is a batched matrix product instead of a grouped convolution, see reproducibility.md)
     conv_impl: str = "xla"
+    # how `--seeds` runs its seeds in one program: "vmap" (jax.vmap over the seed axis: batched
+    # kernels, for accelerators), "unroll" (each seed's own kernels, side by side in the one
+    # program: the single-seed runs' numbers, to a few fused reductions, and on CPUs as fast as
+    # running them in turn), or "auto": unroll on CPU, vmap elsewhere. Single runs ignore it.
+    seed_axis: str = "auto"
     # precision of the conv GAN's dense layer and convolutions: "bfloat16" computes them in
     # bfloat16 (parameters, Adam, BatchNorm and images stay float32), rounded differently; for
     # accelerators: XLA's CPU backend gains nothing from it (benchmarks/README.md)
@@ -258,6 +264,10 @@ def validate(cfg: Config) -> Config:
         "replay='exact' needs buffer_size > 0 (the number of stored real images)",
     )
     need(cfg.gen_chunk >= 1, f"gen_chunk must be >= 1, got {cfg.gen_chunk}")
+    need(
+        cfg.seed_axis in SEED_AXES,
+        f"seed_axis must be one of {SEED_AXES}, got {cfg.seed_axis!r}",
+    )
     need(cfg.gan_scan >= 0, f"gan_scan must be >= 0 (0: auto), got {cfg.gan_scan}")
     need(
         cfg.d_chunks >= 1 and cfg.gan_batch % cfg.d_chunks == 0,

@@ -168,7 +168,7 @@ def state_from_key(cfg: Config, key: jax.Array) -> RunState:
 
 def task_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """(key carried to the next task, replay key, solver key, GAN key) of one task. Every run,
-    single- or multi-seed (vmapped), derives its keys here, so a seed's numbers never depend on
+    single- or multi-seed, derives its keys here, so a seed's numbers never depend on
     how it was run."""
     key, k_replay, k_solver, k_gan = jax.random.split(key, 4)
     return key, k_replay, k_solver, k_gan
@@ -427,6 +427,13 @@ def _run_phases(
 
 def prepare_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> None:
     """Create `out`, or check it belongs to this config when resuming; never overwrite silently."""
+    check_run_dir(cfg, out, resume, overwrite)
+    write_run_dir(cfg, out, resume)
+
+
+def check_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> None:
+    """Raise RunDirError unless `out` may be used for this run; reads only (so that every
+    process of a multi-host run can check before one of them writes)."""
     cfg_file = out / "config.json"
     if resume:
         if not cfg_file.exists():
@@ -440,15 +447,21 @@ def prepare_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> No
             lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in d.items())
             raise RunDirError(f"--resume: {out} was run with another config ({lines})")
         return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"{out} already holds files; pass --resume to continue that run or "
-                f"--overwrite to replace it"
-            )
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunDirError(
+            f"{out} already holds files; pass --resume to continue that run or "
+            f"--overwrite to replace it"
+        )
+
+
+def write_run_dir(cfg: Config, out: Path, resume: bool) -> None:
+    """After `check_run_dir`: empty `out` (a new run) and write its config.json."""
+    if resume:
+        return
+    if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg_file.write_text(cfg.to_json())
+    (out / "config.json").write_text(cfg.to_json())
 
 
 def run(

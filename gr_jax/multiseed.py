@@ -1,15 +1,21 @@
 """Many seeds in one program: the task loop's states carry a leading seed axis and every step
-(solver epoch, GAN step, generation, evaluation) is `jax.vmap`-ped over it.
+(solver epoch, GAN step, generation, evaluation) is mapped over it, in one of two ways
+(`Config.seed_axis`, `over_seeds`):
 
-Each seed's keys are derived exactly as in a single-seed run (`PRNGKey(seed)`, the same splits),
-so seed s of a multi-seed run is the single-seed run with seed s, up to floating-point rounding
-of batched kernels (see `tests/test_multiseed.py` for the tolerance). It pays where one seed
-leaves the device waiting: the solver (8 seeds cost 1.8-2x one on an H100) and the small MLP
-GAN (2 seeds cost 0.9x one on the 2-core CPU). With XLA's convolutions the conv GAN vmapped
-over seeds is slow (H100: 8 seeds cost 7-9.5x one a step), because they become grouped
-convolutions; with `conv_impl="slices"` they become batched matrix products and 8 seeds cost
-4.5x one (H100, with `d_chunks=1`). On CPUs prefer `gr-jax sweep` for the conv GAN
-(docs/reproducibility.md).
+- "vmap" batches the seeds into each kernel (`jax.vmap`). It pays where one seed leaves the
+  device waiting: on an H100, 8 seeds of the solver cost 1.8-2x one, of the conv GAN 4.5x with
+  `conv_impl="slices"` (7-9.5x with XLA's convolutions, which become grouped convolutions).
+  Batched kernels round differently from a single seed's, so seed s agrees with the
+  single-seed run to float32 rounding (see `tests/test_multiseed.py` for the tolerance).
+- "unroll" traces each seed's step side by side into the one program: every seed runs the
+  kernels of a single-seed run (bitwise the single-seed run with the MLP GAN; with the conv GAN
+  XLA fuses a few reductions differently, 1 ulp apart), and on a CPU, busy with one seed
+  already, K seeds cost K times one, where vmapped conv GANs cost 4-5x more.
+  "auto" (the default) unrolls on CPU and vmaps elsewhere.
+
+Each seed's keys are derived exactly as in a single-seed run (`PRNGKey(seed)`, the same splits).
+With several devices the seed axis is sharded over a mesh (`seed_mesh`); across hosts, every
+process runs the same program on its own seeds and gathers the small per-seed metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -36,7 +43,7 @@ from gr_jax.loop import RunState, TaskData
 
 @dataclass(frozen=True)
 class Programs:
-    """The jitted, seed-vmapped functions of one config (compiled once, reused every task)."""
+    """The jitted functions of one config over the seed axis (compiled once, reused every task)."""
 
     solver_epoch: Callable
     hits: Callable
@@ -51,11 +58,62 @@ class Programs:
     fold_in: Callable
 
 
+def seed_axis(cfg: Config) -> str:
+    """`cfg.seed_axis` with "auto" resolved: unroll on CPU, vmap on accelerators."""
+    if cfg.seed_axis != "auto":
+        return cfg.seed_axis
+    return "unroll" if jax.default_backend() == "cpu" else "vmap"
+
+
+def over_seeds(fn: Callable, in_axes: int | tuple = 0, how: str = "vmap") -> Callable:
+    """`fn` mapped over the leading seed axis of the arguments whose `in_axes` is 0 (None: the
+    same argument for every seed); outputs get a leading seed axis.
+
+    "vmap" batches the seeds into each kernel. "unroll" traces `fn` once per seed into the one
+    program, so every seed runs the kernels of a single-seed run (the same bits but for a few
+    reductions XLA may fuse differently). With a device mesh, unrolled seeds run inside
+    `shard_map`, each device unrolling its own seeds.
+    """
+    if how == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def unrolled(*args: Any) -> Any:
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        mapped = [a for a, ax in zip(args, axes, strict=True) if ax == 0]
+        seeds = jax.tree_util.tree_leaves(mapped)[0].shape[0]
+        outs = [
+            fn(*(seed_slice(a, i) if ax == 0 else a for a, ax in zip(args, axes, strict=True)))
+            for i in range(seeds)
+        ]
+        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+
+    mesh = seed_mesh()
+    if mesh is None:
+        return unrolled
+
+    def sharded(*args: Any) -> Any:
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        specs = tuple(PartitionSpec("seeds") if ax == 0 else PartitionSpec() for ax in axes)
+        # no varying-across-devices checks: seeds never communicate (and loop carries
+        # started from constants would need casts)
+        return jax.shard_map(
+            unrolled,
+            mesh=mesh,
+            in_specs=specs,
+            out_specs=PartitionSpec("seeds"),
+            check_vma=False,
+        )(*args)
+
+    return sharded
+
+
 @functools.cache
 def programs(cfg: Config, capacity: int) -> Programs:
+    how = seed_axis(cfg)
+    seeds = functools.partial(over_seeds, how=how)
     return Programs(
         solver_epoch=jax.jit(
-            jax.vmap(
+            seeds(
                 functools.partial(
                     solver.train_epoch,
                     batch_size=cfg.solver_batch,
@@ -65,14 +123,14 @@ def programs(cfg: Config, capacity: int) -> Programs:
             )
         ),
         hits=jax.jit(
-            jax.vmap(
+            seeds(
                 functools.partial(solver.task_hits, num_tasks=cfg.num_tasks),
                 in_axes=(0, None, None, None),
             )
         ),
-        gan_step=jax.jit(jax.vmap(functools.partial(gan.gan_step_at, batch_size=cfg.gan_batch))),
+        gan_step=jax.jit(seeds(functools.partial(gan.gan_step_at, batch_size=cfg.gan_batch))),
         gan_steps=jax.jit(
-            jax.vmap(
+            seeds(
                 functools.partial(
                     gan.gan_steps_at,
                     batch_size=cfg.gan_batch,
@@ -81,20 +139,20 @@ def programs(cfg: Config, capacity: int) -> Programs:
             )
         ),
         permutations=jax.jit(
-            jax.vmap(lambda k, n: solver.valid_permutation(k, n, capacity), in_axes=(0, None))
+            seeds(lambda k, n: solver.valid_permutation(k, n, capacity), in_axes=(0, None))
         ),
-        new_gans=jax.jit(jax.vmap(functools.partial(loop.new_gan, cfg))),
+        new_gans=jax.jit(seeds(functools.partial(loop.new_gan, cfg))),
         generate=jax.jit(
-            jax.vmap(
+            seeds(
                 lambda g, s, k: replay.generate_replay(
                     g, s, k, cfg.n_gen, cfg.latent_dim, cfg.gen_chunk
                 )[:2]
             )
         ),
-        mix=jax.jit(jax.vmap(replay.mix, in_axes=(None, None, None, 0, 0))),
-        all_finite=jax.jit(jax.vmap(health.all_finite)),
-        split=jax.jit(jax.vmap(loop.task_keys)),
-        fold_in=jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None))),
+        mix=jax.jit(seeds(replay.mix, in_axes=(None, None, None, 0, 0))),
+        all_finite=jax.jit(seeds(health.all_finite)),
+        split=jax.jit(seeds(loop.task_keys)),
+        fold_in=jax.jit(seeds(jax.random.fold_in, in_axes=(0, None))),
     )
 
 
@@ -115,7 +173,7 @@ def seed_mesh() -> Mesh | None:
 def shard_seeds(tree: Any) -> Any:
     """Place the leading (seed) axis of every leaf across the devices; no-op on one device.
 
-    The jitted, vmapped programs then run each device's seeds where they live (seeds are
+    The jitted programs then run each device's seeds where they live (seeds are
     independent: no communication). The number of seeds must be a multiple of the devices.
     """
     mesh = seed_mesh()
@@ -129,6 +187,36 @@ def shard_seeds(tree: Any) -> Any:
 
 def seed_slice(tree: Any, i: int) -> Any:
     return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def to_host(tree: Any) -> Any:
+    """NumPy copies of every leaf, all seeds, on every process: on a multi-host run a leaf's
+    seeds live on several hosts and are gathered (every process must call this)."""
+
+    def get(a: Any) -> np.ndarray:
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def shapes_of_one_seed(tree: Any) -> Any:
+    """The shapes and dtypes of one seed's leaves (what `make_results` reads of the state)."""
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tree)
+
+
+def _on_all_processes_then_first(check: Callable[[], None], write: Callable[[], None]) -> None:
+    """`check` (read-only, may raise) on every process, then `write` on process 0 only.
+
+    Every process checks the same files before any is written, so all raise or none do."""
+    check()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("gr_jax: run dir checked")
+    if jax.process_index() == 0:
+        write()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("gr_jax: run dir written")
 
 
 def _gan_epoch(
@@ -175,9 +263,7 @@ def run_task(
         gen_x, gen_y = p.generate(state.gan.g, state.solver, k_replay)
         xs, ys = p.mix(x, y, jnp.asarray(n), gen_x, gen_y)
         n += cfg.n_gen
-        counts = np.stack(
-            [np.bincount(row, minlength=cfg.num_classes) for row in np.asarray(gen_y)]
-        )
+        counts = np.stack([np.bincount(row, minlength=cfg.num_classes) for row in to_host(gen_y)])
     else:
         xs = jnp.broadcast_to(x, (seeds, *x.shape))
         ys = jnp.broadcast_to(y, (seeds, *y.shape))
@@ -194,16 +280,17 @@ def run_task(
         s, m = p.solver_epoch(s, xs, ys, jnp.asarray(n), p.fold_in(k_solver, e))
         jax.block_until_ready(s)
         tock = time.perf_counter()
+        m = to_host(m)
         health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
-        val = solver.accuracies(p.hits(s, data.val_x, data.val_y, data.task_of_class))
+        val = solver.accuracies(to_host(p.hits(s, data.val_x, data.val_y, data.task_of_class)))
         for i, h in enumerate(histories):
             h["solver_curves"].append(loop.solver_curve(t, e, seed_slice(m, i), val[i]))
         eval_time += time.perf_counter() - tock
     timings["solver"] = time.perf_counter() - tick - eval_time
 
     tick = time.perf_counter()
-    val = solver.accuracies(p.hits(s, data.val_x, data.val_y, data.task_of_class))
-    test = solver.accuracies(p.hits(s, data.test_x, data.test_y, data.task_of_class))
+    val = solver.accuracies(to_host(p.hits(s, data.val_x, data.val_y, data.task_of_class)))
+    test = solver.accuracies(to_host(p.hits(s, data.test_x, data.test_y, data.task_of_class)))
     for i, h in enumerate(histories):
         h["r_val"].append(val[i].tolist())
         h["r_test"].append(test[i].tolist())
@@ -229,6 +316,7 @@ def run_task(
                     gan.scan_steps(cfg.gan_scan),
                     bar.update,
                 )
+                m = to_host(m)
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
                 for i, h in enumerate(histories):
                     h["gan_curves"].append(loop.gan_curve(t, e, seed_slice(m, i)))
@@ -267,19 +355,30 @@ def run(
     started = time.perf_counter()
     out = Path(out) if out is not None else None
     if out is not None:
-        loop.prepare_run_dir(cfg, out, resume, overwrite)
         seeds_file = out / "seeds.json"
-        if resume and seeds_file.exists() and json.loads(seeds_file.read_text()) != seeds:
-            raise loop.RunDirError(
-                f"--resume: {out} was run with seeds {json.loads(seeds_file.read_text())}, "
-                f"not {seeds}"
-            )
-        seeds_file.write_text(json.dumps(seeds))
+
+        def check() -> None:
+            loop.check_run_dir(cfg, out, resume, overwrite)
+            if resume and seeds_file.exists() and json.loads(seeds_file.read_text()) != seeds:
+                raise loop.RunDirError(
+                    f"--resume: {out} was run with seeds {json.loads(seeds_file.read_text())}, "
+                    f"not {seeds}"
+                )
+
+        def write() -> None:
+            loop.write_run_dir(cfg, out, resume)
+            seeds_file.write_text(json.dumps(seeds))
+
+        _on_all_processes_then_first(check, write)
     data = loop.prepare_data(cfg)
     state = shard_seeds(init_states(cfg, seeds))
     p = programs(cfg, loop.capacity(cfg, data))
-    b_val = solver.accuracies(p.hits(state.solver, data.val_x, data.val_y, data.task_of_class))
-    b_test = solver.accuracies(p.hits(state.solver, data.test_x, data.test_y, data.task_of_class))
+    b_val = solver.accuracies(
+        to_host(p.hits(state.solver, data.val_x, data.val_y, data.task_of_class))
+    )
+    b_test = solver.accuracies(
+        to_host(p.hits(state.solver, data.test_x, data.test_y, data.task_of_class))
+    )
     histories = [
         loop.empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))
     ]
@@ -302,8 +401,9 @@ def run(
                 h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
 
     wall = time.perf_counter() - started
+    one_seed = shapes_of_one_seed(state)
     results = [
-        loop.make_results(replace(cfg, seed=s), seed_slice(state, i), histories[i], data, wall)
+        loop.make_results(replace(cfg, seed=s), one_seed, histories[i], data, wall)
         for i, s in enumerate(seeds)
     ]
     if out is not None and jax.process_index() == 0:  # one writer on multi-host runs

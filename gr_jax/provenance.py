@@ -54,6 +54,7 @@ def environment() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),
+        "process_count": jax.process_count(),
         "cpu_cores": cpu_cores(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "git_commit": git_commit(),

@@ -10,6 +10,9 @@ from gr_jax.config import ConfigError
 
 from .conftest import tiny_config
 
+RESULT_KEYS = ("b_test", "b_val", "r_test", "r_val", "replay_class_counts", "solver_curves",
+               "gan_curves")  # fmt: skip
+
 
 @pytest.mark.parametrize(
     "fields",
@@ -21,25 +24,47 @@ from .conftest import tiny_config
         dict(gan="conv", conv_impl="slices", d_mbdisc=4),
     ],
 )
-def test_each_seed_equals_its_single_seed_run(fields):
-    multi = multiseed.run(tiny_config(**fields), [0, 1], None, bars=False)
+def test_each_unrolled_seed_equals_its_single_seed_run(fields):
+    """seed_axis="unroll" (the CPU default) runs each seed's own kernels: with the MLP GAN every
+    number of every seed, losses included, is exactly that of the single-seed run; with the
+    conv GAN XLA fuses a few reductions (the generator's BatchNorm) differently in the bigger
+    program, 1 ulp apart, so its GAN losses agree to rounding and the matrices exactly."""
+    multi = multiseed.run(tiny_config(seed_axis="unroll", **fields), [0, 1], None, bars=False)
     for i, seed in enumerate([0, 1]):
         single = loop.run(tiny_config(seed=seed, **fields), None, bars=False)
         m = multi[i]
         assert m["config"]["seed"] == seed
-        # accuracies are ratios of integer counts: the same predictions give the same matrix
-        assert m["b_test"] == single["b_test"]
-        assert m["r_test"] == single["r_test"] and m["r_val"] == single["r_val"]
-        assert m["replay_class_counts"] == single["replay_class_counts"]
-        # losses agree to float32 rounding of batched kernels
+        if fields["gan"] == "mlp":
+            for k in RESULT_KEYS:
+                assert m[k] == single[k], k
+            continue
+        for k in ("b_test", "b_val", "r_test", "r_val", "replay_class_counts"):
+            assert m[k] == single[k], k
         for a, b in zip(m["solver_curves"], single["solver_curves"], strict=True):
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
         for a, b in zip(m["gan_curves"], single["gan_curves"], strict=True):
             assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4, abs=1e-5)
-    assert (
-        multi[0]["r_test"] != multi[1]["r_test"]
-        or multi[0]["solver_curves"] != multi[1]["solver_curves"]
-    )
+    assert multi[0]["solver_curves"] != multi[1]["solver_curves"]
+
+
+@pytest.mark.parametrize("fields", [dict(gan="mlp"), dict(gan="conv")])
+def test_each_vmapped_seed_agrees_with_its_single_seed_run_to_rounding(fields):
+    """seed_axis="vmap" (accelerators): batched kernels round differently, about 1e-7 relative
+    per step; the first task's losses agree to that, the matrices to a few examples (rounding
+    can flip a prediction, and later tasks train on replay drawn by generators that differ)."""
+    multi = multiseed.run(tiny_config(seed_axis="vmap", **fields), [0, 1], None, bars=False)
+    for i, seed in enumerate([0, 1]):
+        single = loop.run(tiny_config(seed=seed, **fields), None, bars=False)
+        m = multi[i]
+        assert m["b_test"] == single["b_test"]  # one forward pass: no flips expected
+        for a, b in zip(m["solver_curves"], single["solver_curves"], strict=True):
+            if a["task"] == 0:
+                assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+        first = [(a, b) for a, b in zip(m["gan_curves"], single["gan_curves"]) if a["task"] == 0]
+        for a, b in first:
+            assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-3, abs=1e-4)
+        np.testing.assert_allclose(m["r_test"], single["r_test"], atol=0.02)
+        np.testing.assert_allclose(m["r_val"], single["r_val"], atol=0.02)
 
 
 def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
@@ -81,14 +106,14 @@ import jax
 from gr_jax import multiseed
 from tests.conftest import tiny_config
 assert jax.device_count() == 4, jax.devices()
-mesh = multiseed.seed_mesh()
-results = multiseed.run(tiny_config(gan="mlp"), [0, 1, 2, 3], None, bars=False)
-json.dump([{k: r[k] for k in ("r_test", "r_val", "solver_curves", "gan_curves")} for r in results],
-          sys.stdout)
+results = multiseed.run(tiny_config(gan=sys.argv[1]), [0, 1, 2, 3], None, bars=False)
+json.dump([{k: r[k] for k in sys.argv[2:]} for r in results], sys.stdout)
 """
 
 
-def test_sharded_over_four_cpu_devices_equals_unsharded():
+def test_sharded_over_four_cpu_devices_is_bitwise_unsharded():
+    """Four seeds over four (forced host) devices, each device unrolling its own seed inside
+    `shard_map`: every number equals the one-device run's, which equals the single-seed runs'."""
     import os
     import subprocess
     import sys
@@ -97,31 +122,27 @@ def test_sharded_over_four_cpu_devices_equals_unsharded():
 
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     done = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True
+        [sys.executable, "-c", SHARDED_SCRIPT, "mlp", *RESULT_KEYS],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     sharded = json.loads(done.stdout)
     plain = multiseed.run(tiny_config(gan="mlp"), [0, 1, 2, 3], None, bars=False)
-    # Each device runs a slice of the seeds, so batched kernels see other shapes and round
-    # differently: losses agree to float32 rounding while the solver trains on real data only
-    # (task 1); later, replay drawn by generators that differ by rounding can flip a few
-    # predictions, so the matrices agree to a few examples.
     for a, b in zip(sharded, plain, strict=True):
-        for x, y in zip(a["solver_curves"], b["solver_curves"], strict=True):
-            if x["task"] == 0:
-                assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-6)
-        assert a["r_test"][0] == b["r_test"][0]
-        np.testing.assert_allclose(a["r_test"], b["r_test"], atol=0.05)
-        np.testing.assert_allclose(a["r_val"], b["r_val"], atol=0.05)
+        assert a == {k: b[k] for k in RESULT_KEYS}
 
 
-def test_a_vmapped_gan_epoch_copies_nothing_on_its_own():
+@pytest.mark.parametrize("how", ["vmap", "unroll"])
+def test_a_gan_epoch_of_many_seeds_copies_nothing_on_its_own(how):
     """As for one seed (test_steps): with implicit host-to-device copies refused, a GAN epoch
     of all seeds runs once its inputs are on the device."""
     import jax
     import jax.numpy as jnp
 
-    cfg = tiny_config(gan="mlp", gan_batch=16)
+    cfg = tiny_config(gan="mlp", gan_batch=16, seed_axis=how)
     p = multiseed.programs(cfg, 64)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)])
     x = jax.random.uniform(keys[0], (2, 64, 28, 28, 1))  # each seed its own mix
@@ -134,3 +155,69 @@ def test_a_vmapped_gan_epoch_copies_nothing_on_its_own():
         g, m = multiseed._gan_epoch(p, g, x, y, 64, second, 16, 1, calls.append)
         jax.block_until_ready((g, m))
     assert calls == [1] * 8 and m["d_loss"].shape == (2,)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_hosts_run_the_seeds_as_one_program(tmp_path):
+    """The multi-host path, on one machine: two processes (two CPU devices each) started with
+    the same command join through `jax.distributed`; the seeds are sharded over all four
+    devices, each process computes its own, and process 0 writes what every seed equals in the
+    one-process run (bitwise)."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    argv = [
+        "--preset", "quick", "--tasks", "0,1/2,3", "--n-gen", "64", "--gen-chunk", "64",
+        "--solver-epochs", "1", "--gan", "mlp", "--gen-epochs", "1", "--gan-batch", "32",
+        "--seeds", "0-3", "--no-progress", "--no-compile-cache",
+    ]  # fmt: skip
+    port = _free_port()
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gr_jax.cli",
+                "run",
+                *argv,
+                "--out",
+                str(tmp_path / "multi"),
+                "--distributed",
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    assert cli.main(["run", *argv, "--out", str(tmp_path / "one")]) == 0
+    for s in range(4):
+        a, b = (
+            json.loads((tmp_path / d / f"seed={s}" / "results.json").read_text())
+            for d in ("multi", "one")
+        )
+        assert {k: a[k] for k in RESULT_KEYS} == {k: b[k] for k in RESULT_KEYS}
+        assert a["environment"]["device_count"] == 4
+    assert sorted(p.name for p in (tmp_path / "multi" / "checkpoints").iterdir()) == ["1", "2"]
