@@ -1,6 +1,9 @@
-"""Seeds per hour with K seeds vmapped in one program (`gr-jax run --seeds`), K = 1, 2, 4, 8.
+"""Seeds per hour with K seeds in one program (`gr-jax run --seeds`), K = 1, 2, 4, 8.
 
     python benchmarks/seeds_per_hour.py --preset quick --ks 1,2,4,8 --json OUT.json [--gan mlp]
+    python benchmarks/seeds_per_hour.py --preset seed --changes '{"n_gen": 1200}' --ks 1,2
+
+`--changes` sets config fields (JSON), e.g. '{"seed_axis": "vmap"}' to vmap the seeds on a CPU.
 
 Each K runs the whole task loop once for seeds 0..K-1, after one untimed K=1 warm-up run, and
 reports wall seconds, the part spent compiling (each K > 1 compiles its own programs: the seed
@@ -28,9 +31,10 @@ def main() -> None:
     p.add_argument("--preset", default="quick")
     p.add_argument("--ks", default="1,2,4,8")
     p.add_argument("--gan", default=None, help="override the preset's GAN (conv or mlp)")
+    p.add_argument("--changes", default="{}", help="config fields changed, as JSON")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    cfg = preset(args.preset)
+    cfg = preset(args.preset, **json.loads(args.changes))
     if args.gan:
         cfg = dataclasses.replace(cfg, gan=args.gan)
     ks = [int(k) for k in args.ks.split(",")]
@@ -58,7 +62,8 @@ def main() -> None:
             flush=True,
         )
     base = rows[0]["seconds"] / rows[0]["k"]
-    print(f"\n{args.preset} preset, gan={cfg.gan}, {jax.devices()[0].device_kind} "
+    print(f"\n{args.preset} preset {args.changes}, gan={cfg.gan}, seed_axis="
+          f"{multiseed.seed_axis(cfg)}, {jax.devices()[0].device_kind} "
           f"x{jax.device_count()}, {os.cpu_count()} cores")  # fmt: skip
     base_run = (rows[0]["seconds"] - rows[0]["compile_seconds"]) / rows[0]["k"]
     print(

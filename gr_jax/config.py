@@ -95,8 +95,8 @@ class Config:
     conv_impl: str = "xla"
     # how `--seeds` runs its seeds in one program: "vmap" (jax.vmap over the seed axis: batched
     # kernels, for accelerators), "unroll" (each seed's own kernels, side by side in the one
-    # program: the single-seed runs' numbers, to a few fused reductions, and on CPUs as fast as
-    # running them in turn), or "auto": unroll on CPU, vmap elsewhere. Single runs ignore it.
+    # program: bitwise the single-seed runs on one device, and on CPUs as fast as running them
+    # in turn), or "auto": unroll on CPU, vmap elsewhere. Single-seed runs ignore it.
     seed_axis: str = "auto"
     # precision of the conv GAN's dense layer and convolutions: "bfloat16" computes them in
     # bfloat16 (parameters, Adam, BatchNorm and images stay float32), rounded differently; for

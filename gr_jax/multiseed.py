@@ -7,10 +7,10 @@
   `conv_impl="slices"` (7-9.5x with XLA's convolutions, which become grouped convolutions).
   Batched kernels round differently from a single seed's, so seed s agrees with the
   single-seed run to float32 rounding (see `tests/test_multiseed.py` for the tolerance).
-- "unroll" traces each seed's step side by side into the one program: every seed runs the
-  kernels of a single-seed run (bitwise the single-seed run with the MLP GAN; with the conv GAN
-  XLA fuses a few reductions differently, 1 ulp apart), and on a CPU, busy with one seed
-  already, K seeds cost K times one, where vmapped conv GANs cost 4-5x more.
+- "unroll" traces each seed's step side by side into the one program, each seed's state a
+  separate set of parameters (`SeedList`): every seed runs exactly a single-seed run's
+  computation, so seed s is bitwise the single-seed run with seed s, and on a CPU, busy with
+  one seed already, K seeds cost K times one, where vmapped conv GANs cost 4-5x more.
   "auto" (the default) unrolls on CPU and vmaps elsewhere.
 
 Each seed's keys are derived exactly as in a single-seed run (`PRNGKey(seed)`, the same splits).
@@ -41,10 +41,39 @@ from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
 from gr_jax.loop import RunState, TaskData
 
 
+@jax.tree_util.register_pytree_node_class
+class SeedList:
+    """One pytree per seed, side by side: how unrolled seeds travel into and out of a program.
+
+    Each seed's arrays are then parameters of the program with a single-seed run's shapes.
+    (Slicing seeds out of stacked arrays inside the program lets XLA fuse some reductions
+    differently, 1 ulp apart, which GAN training amplifies.)"""
+
+    def __init__(self, items: Any) -> None:
+        self.items = tuple(items)
+
+    def tree_flatten(self) -> tuple[tuple, None]:
+        return self.items, None
+
+    @classmethod
+    def tree_unflatten(cls, _: None, children: Any) -> SeedList:
+        return cls(children)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
 @dataclass(frozen=True)
 class Programs:
-    """The jitted functions of one config over the seed axis (compiled once, reused every task)."""
+    """The jitted functions of one config over the seed axis (compiled once, reused every task).
 
+    With `listed`, seed-mapped arguments and results are `SeedList`s (unrolled seeds on one
+    device); otherwise arrays with a leading seed axis."""
+
+    listed: bool
     solver_epoch: Callable
     hits: Callable
     gan_step: Callable
@@ -56,6 +85,8 @@ class Programs:
     all_finite: Callable
     split: Callable
     fold_in: Callable
+    epoch_keys: Callable
+    gan_keys: Callable
 
 
 def seed_axis(cfg: Config) -> str:
@@ -66,13 +97,14 @@ def seed_axis(cfg: Config) -> str:
 
 
 def over_seeds(fn: Callable, in_axes: int | tuple = 0, how: str = "vmap") -> Callable:
-    """`fn` mapped over the leading seed axis of the arguments whose `in_axes` is 0 (None: the
-    same argument for every seed); outputs get a leading seed axis.
+    """`fn` mapped over the seeds of the arguments whose `in_axes` is 0 (None: the same
+    argument for every seed): a leading seed axis, or for "unroll" on one device `SeedList`s.
 
     "vmap" batches the seeds into each kernel. "unroll" traces `fn` once per seed into the one
-    program, so every seed runs the kernels of a single-seed run (the same bits but for a few
-    reductions XLA may fuse differently). With a device mesh, unrolled seeds run inside
-    `shard_map`, each device unrolling its own seeds.
+    program; on one device the seeds come and go as `SeedList`s, so every seed computes what
+    a single-seed run computes, bit for bit. With a device mesh, unrolled seeds run inside
+    `shard_map` on slices of stacked arrays, each device unrolling its own seeds (there XLA may
+    fuse a few reductions differently, 1 ulp apart).
     """
     if how == "vmap":
         return jax.vmap(fn, in_axes=in_axes)
@@ -80,11 +112,15 @@ def over_seeds(fn: Callable, in_axes: int | tuple = 0, how: str = "vmap") -> Cal
     def unrolled(*args: Any) -> Any:
         axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
         mapped = [a for a, ax in zip(args, axes, strict=True) if ax == 0]
-        seeds = jax.tree_util.tree_leaves(mapped)[0].shape[0]
+        seeds = n_seeds(mapped[0])
         outs = [
             fn(*(seed_slice(a, i) if ax == 0 else a for a, ax in zip(args, axes, strict=True)))
             for i in range(seeds)
         ]
+        if isinstance(mapped[0], SeedList):
+            if type(outs[0]) is tuple:  # a tuple of results: a tuple of SeedLists
+                return tuple(SeedList(o[j] for o in outs) for j in range(len(outs[0])))
+            return SeedList(outs)
         return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
 
     mesh = seed_mesh()
@@ -112,6 +148,7 @@ def programs(cfg: Config, capacity: int) -> Programs:
     how = seed_axis(cfg)
     seeds = functools.partial(over_seeds, how=how)
     return Programs(
+        listed=how == "unroll" and seed_mesh() is None,
         solver_epoch=jax.jit(
             seeds(
                 functools.partial(
@@ -153,6 +190,8 @@ def programs(cfg: Config, capacity: int) -> Programs:
         all_finite=jax.jit(seeds(health.all_finite)),
         split=jax.jit(seeds(loop.task_keys)),
         fold_in=jax.jit(seeds(jax.random.fold_in, in_axes=(0, None))),
+        epoch_keys=jax.jit(seeds(gan.epoch_keys)),
+        gan_keys=jax.jit(seeds(loop.gan_keys)),
     )
 
 
@@ -186,7 +225,35 @@ def shard_seeds(tree: Any) -> Any:
 
 
 def seed_slice(tree: Any, i: int) -> Any:
+    """Seed `i` of a `SeedList` or of a tree with a leading seed axis."""
+    if isinstance(tree, SeedList):
+        return tree[i]
     return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def n_seeds(tree: Any) -> int:
+    if isinstance(tree, SeedList):
+        return len(tree)
+    return jax.tree_util.tree_leaves(tree)[0].shape[0]
+
+
+def each(tree: Any, f: Callable) -> Any:
+    """`f` of every seed of a `SeedList`; `f` of the whole tree (all seeds) otherwise."""
+    if isinstance(tree, SeedList):
+        return SeedList(f(t) for t in tree.items)
+    return f(tree)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def unstack(tree: Any, seeds: int) -> SeedList:
+    """A tree with a leading seed axis as a `SeedList` (exact copies)."""
+    return SeedList(seed_slice(tree, i) for i in range(seeds))
+
+
+@jax.jit
+def stack(seeds: SeedList) -> Any:
+    """A `SeedList` as one tree with a leading seed axis (exact copies)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *seeds.items)
 
 
 def to_host(tree: Any) -> Any:
@@ -198,6 +265,8 @@ def to_host(tree: Any) -> Any:
             return np.asarray(multihost_utils.process_allgather(a, tiled=True))
         return np.asarray(a)
 
+    if isinstance(tree, SeedList):
+        return jax.tree_util.tree_map(lambda *xs: np.stack([get(x) for x in xs]), *tree.items)
     return jax.tree_util.tree_map(get, tree)
 
 
@@ -221,21 +290,26 @@ def _on_all_processes_then_first(check: Callable[[], None], write: Callable[[], 
 
 def _gan_epoch(
     p: Programs, g: gan.GANState, x, y, n: int, keys, batch: int, per_call: int, on_step
-):
-    perm_keys, step_keys = jax.vmap(gan.epoch_keys)(keys)
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """One GAN epoch of every seed; the metrics of its last step, per seed, on the host."""
+    perm_keys, step_keys = p.epoch_keys(keys)
     # explicit copies, as in gan.train_epoch: no implicit host<->device copy in an epoch
-    s = keys.shape[0]
-    n_dev, cursor = jax.device_put(
-        (np.int32(n), (np.zeros(s, np.int32), np.full(s, health.NO_BAD_STEP, np.int32)))
-    )
+    s = n_seeds(keys)
+    start = (np.int32(0), np.int32(health.NO_BAD_STEP))
+    if p.listed:
+        cursor = SeedList([start] * s)
+    else:
+        cursor = tuple(np.full(s, v, np.int32) for v in start)
+    n_dev, cursor = jax.device_put((np.int32(n), cursor))
     perm = p.permutations(perm_keys, n_dev)
-    m: dict = {}
+    m: Any = {}
     for k in gan.call_sizes(n // batch, per_call):
         step = p.gan_step if k == 1 else p.gan_steps
         g, cursor, m = step(g, x, y, perm, cursor, step_keys)
         on_step(k)
-    params = (g.g.params, g.d.params)
-    return g, {**m, "first_bad_step": cursor[1], "params_finite": p.all_finite(params)}
+    finite = p.all_finite(each(g, lambda gi: (gi.g.params, gi.d.params)))
+    bad = each(cursor, lambda c: c[1])
+    return g, {**to_host(m), "first_bad_step": to_host(bad), "params_finite": to_host(finite)}
 
 
 def run_task(
@@ -250,6 +324,8 @@ def run_task(
     cap = loop.capacity(cfg, data)
     p = programs(cfg, cap)
     seeds = len(histories)
+    if p.listed:  # unrolled seeds travel as one tree each (SeedList); stacked again at the end
+        state = RunState(*(unstack(part, seeds) for part in (state.solver, state.gan, state.key)))
     key, k_replay, k_solver, k_gan = p.split(state.key)
     timings: dict[str, float] = {}
 
@@ -260,13 +336,16 @@ def run_task(
     n = len(real_y)
     counts = np.zeros((seeds, cfg.num_classes), int)
     if cfg.replay == "generative" and t > 0 and cfg.n_gen > 0:
-        gen_x, gen_y = p.generate(state.gan.g, state.solver, k_replay)
+        gen_x, gen_y = p.generate(each(state.gan, lambda g: g.g), state.solver, k_replay)
         xs, ys = p.mix(x, y, jnp.asarray(n), gen_x, gen_y)
         n += cfg.n_gen
         counts = np.stack([np.bincount(row, minlength=cfg.num_classes) for row in to_host(gen_y)])
     else:
-        xs = jnp.broadcast_to(x, (seeds, *x.shape))
-        ys = jnp.broadcast_to(y, (seeds, *y.shape))
+        xs, ys = (
+            (SeedList([x] * seeds), SeedList([y] * seeds))
+            if p.listed
+            else (jnp.broadcast_to(x, (seeds, *x.shape)), jnp.broadcast_to(y, (seeds, *y.shape)))
+        )
     for h, c in zip(histories, counts):
         h["replay_class_counts"].append(c.tolist())
     jax.block_until_ready(xs)
@@ -299,10 +378,10 @@ def run_task(
     tick = time.perf_counter()
     g = state.gan
     if loop.trains_gan(cfg, t):
-        init_keys, train_keys = jax.vmap(loop.gan_keys)(k_gan)
+        init_keys, train_keys = p.gan_keys(k_gan)
         epochs = cfg.gen_epochs_for(t)
         total = epochs * (n // cfg.gan_batch)
-        g = p.new_gans(init_keys).decaying_over(total)
+        g = each(p.new_gans(init_keys), lambda gi: gi.decaying_over(total))
         with tqdm(total=total, desc=f"task {t + 1} GAN", leave=False, disable=not bars) as bar:
             for e in range(epochs):
                 g, m = _gan_epoch(
@@ -316,7 +395,6 @@ def run_task(
                     gan.scan_steps(cfg.gan_scan),
                     bar.update,
                 )
-                m = to_host(m)
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
                 for i, h in enumerate(histories):
                     h["gan_curves"].append(loop.gan_curve(t, e, seed_slice(m, i)))
@@ -326,6 +404,8 @@ def run_task(
     for h in histories:
         h["timings"].append(dict(timings))
         h["tasks_done"] = t + 1
+    if p.listed:
+        s, g, key = stack(s), stack(g), stack(key)
     return RunState(solver=s, gan=g, key=key)
 
 

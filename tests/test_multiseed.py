@@ -24,26 +24,16 @@ RESULT_KEYS = ("b_test", "b_val", "r_test", "r_val", "replay_class_counts", "sol
         dict(gan="conv", conv_impl="slices", d_mbdisc=4),
     ],
 )
-def test_each_unrolled_seed_equals_its_single_seed_run(fields):
-    """seed_axis="unroll" (the CPU default) runs each seed's own kernels: with the MLP GAN every
-    number of every seed, losses included, is exactly that of the single-seed run; with the
-    conv GAN XLA fuses a few reductions (the generator's BatchNorm) differently in the bigger
-    program, 1 ulp apart, so its GAN losses agree to rounding and the matrices exactly."""
+def test_each_unrolled_seed_is_bitwise_its_single_seed_run(fields):
+    """seed_axis="unroll" (the CPU default) runs each seed's own kernels, with the single-seed
+    shapes as the program's parameters: every number of every seed, losses included, is
+    exactly that of the single-seed run."""
     multi = multiseed.run(tiny_config(seed_axis="unroll", **fields), [0, 1], None, bars=False)
     for i, seed in enumerate([0, 1]):
         single = loop.run(tiny_config(seed=seed, **fields), None, bars=False)
-        m = multi[i]
-        assert m["config"]["seed"] == seed
-        if fields["gan"] == "mlp":
-            for k in RESULT_KEYS:
-                assert m[k] == single[k], k
-            continue
-        for k in ("b_test", "b_val", "r_test", "r_val", "replay_class_counts"):
-            assert m[k] == single[k], k
-        for a, b in zip(m["solver_curves"], single["solver_curves"], strict=True):
-            assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
-        for a, b in zip(m["gan_curves"], single["gan_curves"], strict=True):
-            assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-4, abs=1e-5)
+        assert multi[i]["config"]["seed"] == seed
+        for k in RESULT_KEYS:
+            assert multi[i][k] == single[k], k
     assert multi[0]["solver_curves"] != multi[1]["solver_curves"]
 
 
@@ -144,12 +134,15 @@ def test_a_gan_epoch_of_many_seeds_copies_nothing_on_its_own(how):
 
     cfg = tiny_config(gan="mlp", gan_batch=16, seed_axis=how)
     p = multiseed.programs(cfg, 64)
+    assert p.listed == (how == "unroll")
     keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)])
     x = jax.random.uniform(keys[0], (2, 64, 28, 28, 1))  # each seed its own mix
     y = jnp.tile(jnp.arange(64, dtype=jnp.int32) % 4, (2, 1))
+    first, second = jax.vmap(jax.random.split, out_axes=1)(keys)
+    if p.listed:
+        keys, x, y, first, second = (multiseed.unstack(a, 2) for a in (keys, x, y, first, second))
     g = p.new_gans(keys)
     calls = []
-    first, second = jax.vmap(jax.random.split, out_axes=1)(keys)
     g, _ = multiseed._gan_epoch(p, g, x, y, 64, first, 16, 1, calls.append)
     with jax.transfer_guard("disallow"):
         g, m = multiseed._gan_epoch(p, g, x, y, 64, second, 16, 1, calls.append)
