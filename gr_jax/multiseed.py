@@ -329,6 +329,7 @@ def run_task(
     key, k_replay, k_solver, k_gan = p.split(state.key)
     timings: dict[str, float] = {}
 
+    loop._fault_point(t, "generate")
     tick = time.perf_counter()
     real_x, real_y = data.train[t]
     x = jnp.asarray(replay.pad_to(real_x, cap))
@@ -358,6 +359,7 @@ def run_task(
     ):
         s, m = p.solver_epoch(s, xs, ys, jnp.asarray(n), p.fold_in(k_solver, e))
         jax.block_until_ready(s)
+        loop._fault_point(t, "solver")
         tock = time.perf_counter()
         m = to_host(m)
         health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
@@ -396,6 +398,7 @@ def run_task(
                     bar.update,
                 )
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
+                loop._fault_point(t, "gan")
                 for i, h in enumerate(histories):
                     h["gan_curves"].append(loop.gan_curve(t, e, seed_slice(m, i)))
         jax.block_until_ready(g)
@@ -477,6 +480,7 @@ def run(
         if mngr is not None:
             tick = time.perf_counter()
             checkpoints.save(mngr, t + 1, state, {"histories": histories})
+            loop._fault_point(t, "checkpoint")
             for h in histories:
                 h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
 

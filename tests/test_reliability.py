@@ -119,6 +119,25 @@ def test_a_sweep_killed_inside_a_point_resumes_that_point_bitwise(reference, tmp
     assert (sweep / "summary.csv").read_text().splitlines()[0].startswith("seeds,acc_mean")
 
 
+def test_seeds_in_one_program_killed_resume_to_the_single_seed_run(reference, tmp_path):
+    """`--seeds 0-1` killed by SIGKILL in task 2's GAN, then `--resume`: seed 0 ends with
+    exactly the results of the uninterrupted single-seed run (unrolled seeds are bitwise
+    single-seed runs on a CPU, and resuming changes no bit)."""
+    ref, cache = reference
+    out = tmp_path / "seeds"
+    killed = gr_jax(out, *TINY, "--seeds", "0-1", fault="2:gan", cache=cache)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "summary.json").exists()
+    again = gr_jax(out, "--resume", "--no-progress", cache=cache)
+    assert again.returncode == 0, again.stderr
+    assert "from the checkpoint after task 1" in again.stderr
+    ra, rb = (
+        json.loads(f.read_text()) for f in (ref / "results.json", out / "seed=0/results.json")
+    )
+    for k in ("r_test", "r_val", "test", "val", "solver_curves", "gan_curves"):
+        assert ra[k] == rb[k], k
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", SLOW_KILL_POINTS)
 def test_sigkill_everywhere_then_resume_is_bitwise_identical(point, reference, tmp_path):
