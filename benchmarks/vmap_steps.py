@@ -53,8 +53,8 @@ def measure(cfg, k: int, calls: int, reps: int) -> dict:
     x = jax.random.uniform(keys[0], (k, n, 28, 28, 1)) * 2 - 1
     y = jax.random.randint(keys[0], (k, n), 0, 10)
     solvers = multiseed.init_states(cfg, list(range(k))).solver
-    if p.listed:  # unrolled seeds: one tree per seed
-        keys, x, y, solvers = (multiseed.unstack(a, k) for a in (keys, x, y, solvers))
+    # unrolled seeds: one tree per seed
+    keys, x, y, solvers = (multiseed.as_programs_take(p, a, k) for a in (keys, x, y, solvers))
     box = {"g": p.new_gans(keys), "s": solvers}
 
     def gan_epoch():  # the epoch of a run: shuffle, then n // gan_batch steps

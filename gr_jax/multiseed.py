@@ -109,8 +109,11 @@ def over_seeds(fn: Callable, in_axes: int | tuple = 0, how: str = "vmap") -> Cal
     if how == "vmap":
         return jax.vmap(fn, in_axes=in_axes)
 
+    def axes_of(args: tuple) -> tuple:
+        return in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+
     def unrolled(*args: Any) -> Any:
-        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        axes = axes_of(args)
         mapped = [a for a, ax in zip(args, axes, strict=True) if ax == 0]
         seeds = n_seeds(mapped[0])
         outs = [
@@ -128,8 +131,9 @@ def over_seeds(fn: Callable, in_axes: int | tuple = 0, how: str = "vmap") -> Cal
         return unrolled
 
     def sharded(*args: Any) -> Any:
-        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
-        specs = tuple(PartitionSpec("seeds") if ax == 0 else PartitionSpec() for ax in axes)
+        specs = tuple(
+            PartitionSpec("seeds") if ax == 0 else PartitionSpec() for ax in axes_of(args)
+        )
         # no varying-across-devices checks: seeds never communicate (and loop carries
         # started from constants would need casts)
         return jax.shard_map(
@@ -232,6 +236,7 @@ def seed_slice(tree: Any, i: int) -> Any:
 
 
 def n_seeds(tree: Any) -> int:
+    """The number of seeds of a `SeedList` or of a tree with a leading seed axis."""
     if isinstance(tree, SeedList):
         return len(tree)
     return jax.tree_util.tree_leaves(tree)[0].shape[0]
@@ -254,6 +259,21 @@ def unstack(tree: Any, seeds: int) -> SeedList:
 def stack(seeds: SeedList) -> Any:
     """A `SeedList` as one tree with a leading seed axis (exact copies)."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *seeds.items)
+
+
+def as_programs_take(p: Programs, tree: Any, seeds: int) -> Any:
+    """A tree with a leading seed axis in the form `p`'s programs take (a `SeedList` if listed)."""
+    return unstack(tree, seeds) if p.listed else tree
+
+
+def as_stacked(p: Programs, tree: Any) -> Any:
+    """A result of `p`'s programs with a leading seed axis again."""
+    return stack(tree) if p.listed else tree
+
+
+def replicated(p: Programs, x: jnp.ndarray, seeds: int) -> Any:
+    """The same array for every seed, in the form `p`'s programs take."""
+    return SeedList([x] * seeds) if p.listed else jnp.broadcast_to(x, (seeds, *x.shape))
 
 
 def to_host(tree: Any) -> Any:
@@ -324,8 +344,10 @@ def run_task(
     cap = loop.capacity(cfg, data)
     p = programs(cfg, cap)
     seeds = len(histories)
-    if p.listed:  # unrolled seeds travel as one tree each (SeedList); stacked again at the end
-        state = RunState(*(unstack(part, seeds) for part in (state.solver, state.gan, state.key)))
+    # unrolled seeds travel as one tree each (SeedList); stacked again at the end
+    state = RunState(
+        *(as_programs_take(p, part, seeds) for part in (state.solver, state.gan, state.key))
+    )
     key, k_replay, k_solver, k_gan = p.split(state.key)
     timings: dict[str, float] = {}
 
@@ -342,11 +364,7 @@ def run_task(
         n += cfg.n_gen
         counts = np.stack([np.bincount(row, minlength=cfg.num_classes) for row in to_host(gen_y)])
     else:
-        xs, ys = (
-            (SeedList([x] * seeds), SeedList([y] * seeds))
-            if p.listed
-            else (jnp.broadcast_to(x, (seeds, *x.shape)), jnp.broadcast_to(y, (seeds, *y.shape)))
-        )
+        xs, ys = replicated(p, x, seeds), replicated(p, y, seeds)
     for h, c in zip(histories, counts):
         h["replay_class_counts"].append(c.tolist())
     jax.block_until_ready(xs)
@@ -407,9 +425,7 @@ def run_task(
     for h in histories:
         h["timings"].append(dict(timings))
         h["tasks_done"] = t + 1
-    if p.listed:
-        s, g, key = stack(s), stack(g), stack(key)
-    return RunState(solver=s, gan=g, key=key)
+    return RunState(*(as_stacked(p, part) for part in (s, g, key)))
 
 
 def run(
@@ -456,11 +472,10 @@ def run(
     data = loop.prepare_data(cfg)
     state = shard_seeds(init_states(cfg, seeds))
     p = programs(cfg, loop.capacity(cfg, data))
-    b_val = solver.accuracies(
-        to_host(p.hits(state.solver, data.val_x, data.val_y, data.task_of_class))
-    )
+    solvers = as_programs_take(p, state.solver, len(seeds))
+    b_val = solver.accuracies(to_host(p.hits(solvers, data.val_x, data.val_y, data.task_of_class)))
     b_test = solver.accuracies(
-        to_host(p.hits(state.solver, data.test_x, data.test_y, data.task_of_class))
+        to_host(p.hits(solvers, data.test_x, data.test_y, data.task_of_class))
     )
     histories = [
         loop.empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))
