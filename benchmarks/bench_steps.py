@@ -115,8 +115,9 @@ def torch_epoch(model: str, batch: int, steps: int, device: str = "cpu"):
     return epoch
 
 
-def bench(makers: dict, batch: int, steps: int, reps: int) -> dict[str, float]:
-    """Median seconds per epoch for each implementation, repetitions interleaved."""
+def bench(makers: dict, batch: int, steps: int, reps: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each repetition for each implementation, repetitions interleaved
+    (so that the implementations share the machine's slow and fast moments)."""
     epochs = {name: make(batch, steps) for name, make in makers.items()}
     for fn in epochs.values():
         fn()  # warm-up: compiles
@@ -124,7 +125,13 @@ def bench(makers: dict, batch: int, steps: int, reps: int) -> dict[str, float]:
     for _ in range(reps):
         for name, fn in epochs.items():
             times[name].append(_timed(fn))
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return times
+
+
+def paired_ratios(slow: list[float], fast: list[float]) -> list[float]:
+    """Per repetition, how many times faster `fast` ran than `slow` next to it: on a shared
+    machine whose speed drifts, these vary less than a ratio of two medians."""
+    return [s / f for s, f in zip(slow, fast, strict=True)]
 
 
 def flops_per_sample(model: str, batch: int) -> float:
@@ -228,13 +235,21 @@ def main() -> None:
             makers = {"jax": lambda b, s, make=make: make(b, s, per_call)}
             if args.torch:
                 makers["torch"] = lambda b, s, m=model: torch_epoch(m, b, s, args.torch_device)
-            t = bench(makers, batch, args.steps, args.reps)
+            times = bench(makers, batch, args.steps, args.reps)
             row = {"model": label, "key": model, "batch": batch}
-            for impl, seconds in t.items():
+            for impl, reps in times.items():
+                seconds = float(np.median(reps))
+                row[f"{impl}_seconds_per_rep"] = reps
                 row[f"{impl}_steps_per_s"] = args.steps / seconds
                 row[f"{impl}_samples_per_s"] = args.steps * batch / seconds
+                row[f"{impl}_samples_per_s_range"] = [
+                    args.steps * batch / max(reps),
+                    args.steps * batch / min(reps),
+                ]
             if args.torch:
-                row["speedup_vs_torch"] = t["torch"] / t["jax"]
+                ratios = paired_ratios(times["torch"], times["jax"])
+                row["speedup_vs_torch"] = float(np.median(ratios))
+                row["speedup_vs_torch_range"] = [min(ratios), max(ratios)]
             rows.append(row)
             print(f"{label}, batch {batch}: done", flush=True)
     size = 2048 if env["backend"] == "cpu" else 8192
@@ -262,6 +277,9 @@ def main() -> None:
         cells = [
             f"{r[c]:.2f}" if "fraction" in c or "speedup" in c else f"{r[c]:.0f}" for c in cols
         ]
+        if args.torch:
+            lo, hi = r["speedup_vs_torch_range"]
+            cells[-1] += f" ({lo:.2f}-{hi:.2f})"
         print(
             f"| {r['model']} | {r['batch']} | {r['mflop_per_sample']:.1f} | "
             + " | ".join(cells)
@@ -272,6 +290,12 @@ def main() -> None:
         "GFLOP/s (the fraction of bfloat16 rows is of the latter). FLOPs per step from XLA's "
         "cost analysis of the jitted step; the PyTorch reference runs the same step, so the "
         "same FLOPs."
+        + (
+            " speedup_vs_torch: the median of the repetitions' paired ratios (each JAX"
+            " repetition against the reference's next to it), their range in brackets."
+            if args.torch
+            else ""
+        )
     )
     if args.check and args.torch:
         import torch_reference
