@@ -14,6 +14,7 @@ interleaved with ours; `--check` also prints its equivalence check.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -62,7 +63,7 @@ def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1, dtype: s
             cfg.latent_dim,
             cfg.gan_lr,
             cfg.gan_beta1,
-            cfg.d_chunks,
+            dataclasses.replace(cfg, gan=kind).discriminator_chunks,
             dtype=dtype,
         )
     ]
@@ -155,7 +156,7 @@ def _flops_per_sample(model: str, batch: int) -> float:
             cfg.latent_dim,
             cfg.gan_lr,
             cfg.gan_beta1,
-            cfg.d_chunks,
+            dataclasses.replace(cfg, gan=model.removesuffix("-bf16")).discriminator_chunks,
             dtype="bfloat16" if model.endswith("-bf16") else "float32",
         )
         labels = jnp.zeros((batch,), jnp.int32)

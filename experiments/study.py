@@ -44,7 +44,8 @@ GROUPS = {
     "gr-conv-1.2k": lambda: preset("seed", n_gen=1_200),
     "gr-conv-12k": lambda: preset("seed", n_gen=12_000),
     "gr-conv-120k": lambda: preset("seed", n_gen=120_000),
-    "gr-mlp-12k": lambda: preset("seed", n_gen=12_000, gan="mlp"),
+    # d_chunks 4, as these runs were made (before auto gave the MLP GAN 1: the same model)
+    "gr-mlp-12k": lambda: preset("seed", n_gen=12_000, gan="mlp", d_chunks=4),
     "gr-conv-12k-tuned": lambda: preset("tuned"),
     "finetune": lambda: preset("seed", replay="none"),
     "joint": lambda: preset("seed", replay="joint"),

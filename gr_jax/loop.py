@@ -117,7 +117,7 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         cfg.latent_dim,
         cfg.gan_lr,
         cfg.gan_beta1,
-        cfg.d_chunks,
+        cfg.discriminator_chunks,
         num_classes=cfg.num_classes if cfg.conditional else 0,
         loss=cfg.gan_loss,
         ema=cfg.gan_ema,

@@ -94,6 +94,24 @@ def test_dict_round_trip_and_diff():
         Config.from_dict({"n_gen": 1, "bogus": 2})
 
 
+def test_d_chunks_auto_is_4_for_the_conv_gan_and_1_for_the_mlp_gan():
+    assert preset("seed").d_chunks == 0
+    assert preset("seed").discriminator_chunks == 4
+    assert preset("seed", gan="mlp").discriminator_chunks == 1
+    assert preset("seed", gan="mlp", d_chunks=4).discriminator_chunks == 4
+    # a run made before auto (d_chunks 4 written out) is the same config as auto's conv GAN,
+    # so it resumes and a sweep skips it; an MLP GAN run of then is not auto's
+    old = dataclasses.replace(preset("seed"), d_chunks=4)
+    assert diff(old, preset("seed")) == {}
+    assert diff(dataclasses.replace(old, gan="mlp"), preset("seed", gan="mlp")) == {
+        "d_chunks": (4, 1)
+    }
+    with pytest.raises(ConfigError, match="d_chunks must be >= 0"):
+        preset("seed", gan_batch=30)  # auto's 4 chunks do not divide it
+    with pytest.raises(ConfigError, match="d_chunks must be >= 0"):
+        preset("seed", d_chunks=-1)
+
+
 def test_bfloat16_only_for_the_conv_gan():
     assert preset("seed", gan_dtype="bfloat16").gan_dtype == "bfloat16"
     with pytest.raises(ConfigError, match="only the conv GAN"):

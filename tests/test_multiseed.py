@@ -101,9 +101,13 @@ json.dump([{k: r[k] for k in sys.argv[2:]} for r in results], sys.stdout)
 """
 
 
-def test_sharded_over_four_cpu_devices_is_bitwise_unsharded():
+def test_sharded_over_four_cpu_devices_equals_unsharded_to_rounding():
     """Four seeds over four (forced host) devices, each device unrolling its own seed inside
-    `shard_map`: every number equals the one-device run's, which equals the single-seed runs'."""
+    `shard_map`, against the one-device run (whose seeds are bitwise their single-seed runs):
+    the same accuracies (matrices, at initialisation), replay class counts and solver curves;
+    GAN losses to 1e-6 relative, because `shard_map` slices each device's seed out of stacked
+    arrays and XLA may round a reduction of it 1 ulp apart (seen for the MLP GAN in one chunk:
+    two of the four seeds, ~1e-7)."""
     import os
     import subprocess
     import sys
@@ -122,7 +126,14 @@ def test_sharded_over_four_cpu_devices_is_bitwise_unsharded():
     sharded = json.loads(done.stdout)
     plain = multiseed.run(tiny_config(gan="mlp"), [0, 1, 2, 3], None, bars=False)
     for a, b in zip(sharded, plain, strict=True):
-        assert a == {k: b[k] for k in RESULT_KEYS}
+        assert {k: v for k, v in a.items() if k != "gan_curves"} == {
+            k: b[k] for k in RESULT_KEYS if k != "gan_curves"
+        }
+        assert len(a["gan_curves"]) == len(b["gan_curves"])
+        for ca, cb in zip(a["gan_curves"], b["gan_curves"], strict=True):
+            assert ca.keys() == cb.keys()
+            for k in ca:
+                assert ca[k] == pytest.approx(cb[k], rel=1e-6, abs=0), (k, ca, cb)
 
 
 @pytest.mark.parametrize("how", ["vmap", "unroll"])

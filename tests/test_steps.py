@@ -163,11 +163,14 @@ def test_gan_learning_rates_decay_linearly_over_the_steps_set():
     assert _moved(s1.g.params, s2.g.params) == 0.0 and _moved(s1.d.params, s2.d.params) == 0.0
 
 
-def test_chunked_discriminator_step_equals_the_plain_one():
+@pytest.mark.parametrize("kind", ["conv", "mlp"])
+def test_chunked_discriminator_step_equals_the_plain_one(kind):
+    """d_chunks is a speed option (auto picks 4 for the conv GAN, 1 for the MLP GAN): the
+    same step, rounded differently."""
     data = _target()[:32]
     key = jax.random.PRNGKey(0)
-    one = gan.create_gan_state(key, "conv", 8, 16, 2e-4, 0.5, d_chunks=1)
-    four = gan.create_gan_state(key, "conv", 8, 16, 2e-4, 0.5, d_chunks=4)
+    one = gan.create_gan_state(key, kind, 8, 16, 2e-4, 0.5, d_chunks=1)
+    four = gan.create_gan_state(key, kind, 8, 16, 2e-4, 0.5, d_chunks=4)
     a, ma = gan.gan_step(one, data, labels[:32], jax.random.PRNGKey(1))
     b, mb = gan.gan_step(four, data, labels[:32], jax.random.PRNGKey(1))
     for k in ma:
