@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gr_jax.config import PRESETS, Config, ConfigError, preset, validate
+from gr_jax.config import PRESETS, Config, ConfigError, field_docs, preset, validate
 
 DEFAULT_CACHE = Path("~/.cache/gr_jax/jax_compilation_cache").expanduser()
 # XLA's GPU kernels without atomics, and one fixed kernel choice instead of the timing-based
@@ -81,6 +81,7 @@ def add_config_options(parser: argparse.ArgumentParser, grid: bool = False) -> N
     if grid:
         title += "; several values make a grid axis: 'A,B,C', or 'A|B' for list-valued fields"
     group = parser.add_argument_group(title)
+    docs = field_docs()
     for f in dataclasses.fields(Config):
         parse = PARSERS[f.type]
         group.add_argument(
@@ -91,7 +92,9 @@ def add_config_options(parser: argparse.ArgumentParser, grid: bool = False) -> N
             metavar=f.type.split("[")[0].upper().replace(" | NONE", ""),
             help=argparse.SUPPRESS
             if grid and f.name == "seed"  # refused below: a sweep takes --seeds
-            else f"default: {getattr(Config(), f.name)!r} (or the preset's)",
+            else f"{docs[f.name]} (default: {getattr(Config(), f.name)!r}, or the preset's)".replace(
+                "%", "%%"
+            ),
         )
 
 

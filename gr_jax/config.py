@@ -8,8 +8,10 @@ are the same experiment.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,26 +35,29 @@ class ConfigError(ValueError):
 class Config:
     """Everything that decides a run's numbers (plus where its data lives)."""
 
-    # data and tasks
-    dataset: str = "mnist"
+    # --- data and tasks ---
+    dataset: str = "mnist"  # "mnist", "fashion_mnist", or "mnist-5k" (5,000 images, offline)
+    # folder of the four IDX .gz files, or of a <dataset>/ folder of them (None:
+    # $GR_JAX_DATA_DIR, then TFDS's manual dir or download); every file is checked against its
+    # sha256 wherever it lies, so where the data are does not change results
     data_dir: str | None = None
-    tasks: tuple[tuple[int, ...], ...] = SPLIT_MNIST
-    val_fraction: float = 0.1
+    tasks: tuple[tuple[int, ...], ...] = SPLIT_MNIST  # the classes of each task, in order
+    val_fraction: float = 0.1  # of each task's training images, held out for validation
     test_fraction: float = 0.2  # only for datasets without a test split (mnist-5k)
     split_seed: int = 0  # seeds the validation (and mnist-5k test) split; same for all run seeds
     seed: int = 0  # seeds initialisation, shuffling, latents
-    # replay
+    # --- replay ---
     # "generative" (the method); baselines: "none" (fine-tuning), "exact" (replay of
     # `buffer_size` stored real images of earlier tasks), "joint" (all earlier real data)
     replay: str = "generative"
-    n_gen: int = 12_000
-    buffer_size: int = 0
+    n_gen: int = 12_000  # generated images replayed before each new task (the study: 1.2k-120k)
+    buffer_size: int = 0  # stored real images, for replay "exact"
     gen_chunk: int = 1_000  # images drawn and labelled per jitted call
-    # solver
-    solver_hidden: tuple[int, ...] = (400, 400)
-    solver_epochs: int = 5
-    solver_batch: int = 128
-    solver_lr: float = 1e-3
+    # --- solver ---
+    solver_hidden: tuple[int, ...] = (400, 400)  # hidden layer sizes of the MLP classifier
+    solver_epochs: int = 5  # epochs over each task's mix of real and replayed images
+    solver_batch: int = 128  # images per solver step
+    solver_lr: float = 1e-3  # Adam's learning rate
     solver_dropout: float = 0.0  # dropout rate of the solver's hidden layers in training
     # the solver's output layer: "linear", or "cosine" (a learnt scale times the cosine of
     # features and class weights, so a class cannot win by its weights' norm alone)
@@ -60,22 +65,22 @@ class Config:
     # > 0: every solver training image (real and replayed) is translated by a random offset of
     # up to this many pixels per axis, the background shifted in (0: none, the method)
     solver_shift: int = 0
-    # generator (GAN)
-    gan: str = "conv"
-    latent_dim: int = 100
+    # --- generator (GAN) ---
+    gan: str = "conv"  # "conv" (DCGAN-like) or "mlp"
+    latent_dim: int = 100  # size of the generator's Gaussian input
     gan_width: int = 48  # channels of the conv GAN's last hidden layer (first is 2x)
     gen_epochs: tuple[int, ...] = (5,)  # one entry for every task, or one per task
     # train a generator after the last task too: no later task replays it, but the notebook
     # and studies of the generators look at it; False skips that GAN phase (a run's
     # accuracies are the same, the last checkpoint keeps the generator before it)
     final_gan: bool = True
-    gan_batch: int = 64
-    gan_lr: float = 2e-4
+    gan_batch: int = 64  # real images per GAN step (and as many generated)
+    gan_lr: float = 2e-4  # Adam's learning rate for G and D
     # the discriminator's learning rate, if not gan_lr's (0: the same); two time-scales, TTUR
     d_lr: float = 0.0
     # < 1: both GAN learning rates fall linearly over each task's GAN training to this fraction
     gan_lr_final: float = 1.0
-    gan_beta1: float = 0.5
+    gan_beta1: float = 0.5  # Adam's beta1 for G and D (DCGAN's 0.5)
     # the D batch is split into this many independent chunks in the step, for speed: 0 = auto,
     # 4 for the conv GAN (a CPU runs its chunks side by side, ~1.2x faster) and 1 for the MLP
     # GAN (16-row matrix products cost it ~1.3x); the same model, rounded differently, but with
@@ -104,13 +109,13 @@ class Config:
     # bfloat16 (parameters, Adam, BatchNorm and images stay float32), rounded differently; for
     # accelerators: XLA's CPU backend gains nothing from it (benchmarks/README.md)
     gan_dtype: str = "float32"
-    # beyond the original method (all off in the `seed` preset)
+    # --- beyond the original method (all off in the `seed` preset) ---
     conditional: bool = False  # class-conditional GAN; replay drawn balanced over seen classes
     soft_targets: float = 0.0  # > 0: distil the previous solver's softmax at this temperature
     # how the solver's loss weighs replay against the current task: "mix" (every example
     # alike, the method), "tasks" (replay share 1 - 1/t at task t), "fixed" (`replay_share`)
     replay_weighting: str = "mix"
-    replay_share: float = 0.5
+    replay_share: float = 0.5  # the replay rows' share of the loss with replay_weighting "fixed"
     fresh_replay: bool = False  # new replay images for every solver batch, inside the step
     keep_generator: bool = False  # continue training the previous GAN instead of a reset
     gan_loss: str = "ns"  # "ns" (non-saturating, the method) or "hinge"
@@ -183,6 +188,25 @@ def _has_type(value: Any, annotation: str) -> bool:
     if annotation == "tuple[tuple[int, ...], ...]":
         return isinstance(value, tuple) and all(_has_type(t, "tuple[int, ...]") for t in value)
     raise TypeError(f"no type check for {annotation}")
+
+
+def field_docs() -> dict[str, str]:
+    """Each Config field's comment in this file (the one on its line, else the lines above it;
+    `# --- section ---` lines are not a field's): the command line's help."""
+    docs, block = {}, []
+    for line in inspect.getsource(Config).splitlines():
+        text = line.strip()
+        field = re.match(r"(\w+): [^=]+=", text)
+        if text.startswith("#"):
+            if not re.fullmatch(r"# ---.*---", text):
+                block.append(text.lstrip("# "))
+        elif field:
+            code, _, comment = text.partition("  # ")
+            docs[field.group(1)] = comment.strip() or " ".join(block)
+            block = []
+        else:
+            block = []
+    return docs
 
 
 def validate(cfg: Config) -> Config:

@@ -38,6 +38,25 @@ def test_every_config_field_is_an_option():
         assert "--" + f.name.replace("_", "-") in text
 
 
+def test_every_config_field_has_its_comment_as_help():
+    """The help of a field's option is the comment at the field in config.py (section lines
+    left out), so `gr-jax run --help` says what each field means."""
+    import dataclasses
+
+    from gr_jax.config import Config, field_docs
+
+    docs = field_docs()
+    assert [f.name for f in dataclasses.fields(Config) if len(docs.get(f.name, "")) < 10] == []
+    assert not any("---" in d for d in docs.values())
+    assert docs["replay"].startswith('"generative" (the method)')  # below a section line
+    assert docs["seed"] == "seeds initialisation, shuffling, latents"  # on the field's line
+    text = " ".join(
+        cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help().split()
+    )
+    assert "--d-chunks INT the D batch is split into this many independent chunks" in text
+    assert "0 = auto, 4 for the conv GAN" in text and "(default: 0, or the preset's)" in text
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
