@@ -14,26 +14,26 @@ interleaved with ours; `--check` also prints its equivalence check.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gr_jax import gan, solver
-from gr_jax.config import PRESETS
+from gr_jax.config import PRESETS, auto_d_chunks
 from gr_jax.provenance import environment
 
 
-def _timed(fn) -> float:
+def _timed(fn: Callable[[], None]) -> float:
     tick = time.perf_counter()
     fn()
     return time.perf_counter() - tick
 
 
-def jax_solver_epoch(batch: int, steps: int):
+def jax_solver_epoch(batch: int, steps: int) -> Callable[[], None]:
     """A function running one solver epoch of `steps` batches, as the task loop runs it."""
     cfg = PRESETS["seed"]
     n = batch * steps
@@ -48,7 +48,9 @@ def jax_solver_epoch(batch: int, steps: int):
     return epoch
 
 
-def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1, dtype: str = "float32"):
+def jax_gan_epoch(
+    kind: str, batch: int, steps: int, per_call: int = 1, dtype: str = "float32"
+) -> Callable[[], None]:
     """A function running one GAN epoch of `steps` batches, as the task loop runs it; `dtype`
     is the config field `gan_dtype`."""
     cfg = PRESETS["seed"]
@@ -63,7 +65,7 @@ def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1, dtype: s
             cfg.latent_dim,
             cfg.gan_lr,
             cfg.gan_beta1,
-            dataclasses.replace(cfg, gan=kind).discriminator_chunks,
+            auto_d_chunks(kind),
             dtype=dtype,
         )
     ]
@@ -77,7 +79,7 @@ def jax_gan_epoch(kind: str, batch: int, steps: int, per_call: int = 1, dtype: s
     return epoch
 
 
-def torch_epoch(model: str, batch: int, steps: int, device: str = "cpu"):
+def torch_epoch(model: str, batch: int, steps: int, device: str = "cpu") -> Callable[[], None]:
     """The PyTorch reference's epoch: shuffled batches sliced from in-memory tensors (on
     `device`), ending with a device sync so the time covers the work. "conv-bf16" is the conv
     GAN under `torch.autocast` in bfloat16 (float32 weights and optimizer, as ours)."""
@@ -116,7 +118,9 @@ def torch_epoch(model: str, batch: int, steps: int, device: str = "cpu"):
     return epoch
 
 
-def bench(makers: dict, batch: int, steps: int, reps: int) -> dict[str, list[float]]:
+def bench(
+    makers: dict[str, Callable[[int, int], Callable[[], None]]], batch: int, steps: int, reps: int
+) -> dict[str, list[float]]:
     """Seconds per epoch of each repetition for each implementation, repetitions interleaved
     (so that the implementations share the machine's slow and fast moments)."""
     epochs = {name: make(batch, steps) for name, make in makers.items()}
@@ -129,10 +133,10 @@ def bench(makers: dict, batch: int, steps: int, reps: int) -> dict[str, list[flo
     return times
 
 
-def paired_ratios(slow: list[float], fast: list[float]) -> list[float]:
-    """Per repetition, how many times faster `fast` ran than `slow` next to it: on a shared
-    machine whose speed drifts, these vary less than a ratio of two medians."""
-    return [s / f for s, f in zip(slow, fast, strict=True)]
+def paired_ratios(reference: list[float], ours: list[float]) -> list[float]:
+    """Per repetition, the reference's time over ours next to it (> 1: ours faster): on a
+    shared machine whose speed drifts, these vary less than a ratio of two medians."""
+    return [r / o for r, o in zip(reference, ours, strict=True)]
 
 
 def flops_per_sample(model: str, batch: int) -> float:
@@ -156,7 +160,7 @@ def _flops_per_sample(model: str, batch: int) -> float:
             cfg.latent_dim,
             cfg.gan_lr,
             cfg.gan_beta1,
-            dataclasses.replace(cfg, gan=model.removesuffix("-bf16")).discriminator_chunks,
+            auto_d_chunks(model.removesuffix("-bf16")),
             dtype="bfloat16" if model.endswith("-bf16") else "float32",
         )
         labels = jnp.zeros((batch,), jnp.int32)
@@ -238,14 +242,14 @@ def main() -> None:
                 makers["torch"] = lambda b, s, m=model: torch_epoch(m, b, s, args.torch_device)
             times = bench(makers, batch, args.steps, args.reps)
             row = {"model": label, "key": model, "batch": batch}
-            for impl, reps in times.items():
-                seconds = float(np.median(reps))
-                row[f"{impl}_seconds_per_rep"] = reps
+            for impl, rep_times in times.items():
+                seconds = float(np.median(rep_times))
+                row[f"{impl}_seconds_per_rep"] = rep_times
                 row[f"{impl}_steps_per_s"] = args.steps / seconds
                 row[f"{impl}_samples_per_s"] = args.steps * batch / seconds
                 row[f"{impl}_samples_per_s_range"] = [
-                    args.steps * batch / max(reps),
-                    args.steps * batch / min(reps),
+                    args.steps * batch / max(rep_times),
+                    args.steps * batch / min(rep_times),
                 ]
             if args.torch:
                 ratios = paired_ratios(times["torch"], times["jax"])

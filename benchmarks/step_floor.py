@@ -7,7 +7,7 @@ core free for another product), plus its Adam updates timed alone; everything el
 updates are counted at the better of all cores and one core too. No implementation of the
 same step built on these kernels can be faster than the floor, so "3x the PyTorch reference"
 is out of its reach wherever the floor is slower than a third of the reference's step
-(floor / PyTorch, the last column, below 3x).
+(the column floor / PyTorch below 3x).
 
     python benchmarks/step_floor.py --batches 64,128 --json benchmarks/results/step-floor-cpu.json
 
@@ -18,21 +18,24 @@ The product's cost in core-seconds is the smaller of 2x its two-core time and it
 (two one-core products can run side by side); the floor is the sum of the costs (the Adam
 updates' too) over the number of cores. The whole steps (gr_jax's and the reference's,
 interleaved as in bench_steps.py) and the floor are measured in `--rounds` rounds, one after
-the other, and each ratio is taken within a round: this VM's speed drifts over minutes.
+the other (one-core times too), and each ratio is taken within a round: this VM's speed
+drifts over minutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -42,13 +45,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_steps import bench, jax_gan_epoch, jax_solver_epoch, paired_ratios, torch_epoch
 
 from gr_jax import gan, solver
-from gr_jax.config import PRESETS
+from gr_jax.config import PRESETS, auto_d_chunks
 from gr_jax.provenance import environment
 
 MODELS = ("solver", "mlp")
 
 
-def step_and_state(model: str, batch: int):
+def step_and_state(model: str, batch: int) -> tuple[Callable, Any, tuple]:
     """The model's single train step, its state and example arguments (as bench_steps times)."""
     cfg = PRESETS["seed"]
     x = jnp.zeros((batch, 28, 28, 1))
@@ -63,12 +66,12 @@ def step_and_state(model: str, batch: int):
         cfg.latent_dim,
         cfg.gan_lr,
         cfg.gan_beta1,
-        dataclasses.replace(cfg, gan=model).discriminator_chunks,
+        auto_d_chunks(model),
     )
     return gan.gan_step, state, (state, x, labels, jax.random.PRNGKey(1))
 
 
-def dots_of(fn, *args) -> list[dict]:
+def dots_of(fn: Callable, *args: Any) -> list[dict]:
     """Every `dot_general` of `fn`'s jaxpr (nested jaxprs included): operand shapes and
     contracting dimensions. Only 2-D products without batch dimensions (the MLPs' layers)."""
     found = []
@@ -149,7 +152,7 @@ def time_dot_torch(d: dict, reps: int, threads: int, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
-def time_adam(state, reps: int, repeats: int = 5) -> float:
+def time_adam(state: Any, reps: int, repeats: int = 5) -> float:
     """Median seconds of the step's Adam updates alone (the solver's, or D's and G's),
     gradients held fixed."""
     if isinstance(state, gan.GANState):
@@ -236,13 +239,13 @@ def floor_of(model: str, batch: int, reps: int, cores: int, single: dict) -> dic
     }
 
 
-def measure(model: str, batch: int, args, cores: int) -> dict:
-    """`args.rounds` rounds, each the two steps (interleaved) and then the floor, so that
-    every ratio compares times taken minutes apart at most on a machine whose speed drifts."""
+def measure(model: str, batch: int, args: argparse.Namespace, cores: int) -> dict:
+    """`args.rounds` rounds, each the two steps (interleaved) and then the floor (one-core
+    times included), so that every ratio compares times taken a minute or two apart at most on
+    a machine whose speed drifts."""
     import torch
 
     make = jax_solver_epoch if model == "solver" else (lambda b, s: jax_gan_epoch(model, b, s))
-    single = one_core(model, batch, args.reps)
     rounds = []
     for _ in range(args.rounds):
         torch.set_num_threads(cores)
@@ -252,7 +255,7 @@ def measure(model: str, batch: int, args, cores: int) -> dict:
             args.steps,
             args.step_reps,
         )
-        r = floor_of(model, batch, args.reps, cores, single)
+        r = floor_of(model, batch, args.reps, cores, one_core(model, batch, args.reps))
         torch.set_num_threads(cores)
         r["jax_step"] = float(np.median(times["jax"])) / args.steps
         r["torch_step"] = float(np.median(times["torch"])) / args.steps

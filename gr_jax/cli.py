@@ -30,7 +30,7 @@ CPU_CONV_XLA_FLAGS = {
 }
 CPU_CONVS_HELP = (
     "library for convolutions on the CPU: ynnpack (XLA's default, what the recorded results "
-    "used) or eigen (5-21%% faster conv GAN steps on CPUs, other rounding; adds to XLA_FLAGS)"
+    "used) or eigen (5-28%% faster conv GAN steps on CPUs, other rounding; adds to XLA_FLAGS)"
 )
 DETERMINISTIC_HELP = (
     "bitwise repeatable GPU runs: XLA's deterministic kernels and no autotuning "
@@ -92,7 +92,7 @@ def add_config_options(parser: argparse.ArgumentParser, grid: bool = False) -> N
             metavar=f.type.split("[")[0].upper().replace(" | NONE", ""),
             help=argparse.SUPPRESS
             if grid and f.name == "seed"  # refused below: a sweep takes --seeds
-            else f"{docs[f.name]} (default: {getattr(Config(), f.name)!r}, or the preset's)".replace(
+            else f"{docs.get(f.name, '')} (default: {getattr(Config(), f.name)!r}, or the preset's)".replace(
                 "%", "%%"
             ),
         )

@@ -83,7 +83,7 @@ class Config:
     gan_beta1: float = 0.5  # Adam's beta1 for G and D (DCGAN's 0.5)
     # the D batch is split into this many independent chunks in the step, for speed: 0 = auto,
     # 4 for the conv GAN (a CPU runs its chunks side by side, ~1.2x faster) and 1 for the MLP
-    # GAN (16-row matrix products cost it ~1.3x); the same model, rounded differently, but with
+    # GAN (16-row matrix products cost it ~1.3-1.4x); the same model, rounded differently, but with
     # d_mbstd or d_mbdisc the batch features are taken within each chunk: then it is the model
     d_chunks: int = 0
     # minibatch-std channel in D (an architecture choice the method leaves open): against the
@@ -128,9 +128,7 @@ class Config:
     @property
     def discriminator_chunks(self) -> int:
         """`d_chunks`, its auto (0) resolved for this GAN."""
-        if self.d_chunks:
-            return self.d_chunks
-        return 4 if self.gan == "conv" else 1
+        return self.d_chunks or auto_d_chunks(self.gan)
 
     @property
     def num_tasks(self) -> int:
@@ -190,18 +188,27 @@ def _has_type(value: Any, annotation: str) -> bool:
     raise TypeError(f"no type check for {annotation}")
 
 
+def auto_d_chunks(gan: str) -> int:
+    """The discriminator chunks `d_chunks` = 0 (auto) stands for with this GAN."""
+    return 4 if gan == "conv" else 1
+
+
 def field_docs() -> dict[str, str]:
     """Each Config field's comment in this file (the one on its line, else the lines above it;
     `# --- section ---` lines are not a field's): the command line's help."""
+    try:
+        source = inspect.getsource(Config)
+    except OSError:  # installed without its sources: options without help, still working
+        return {}
     docs, block = {}, []
-    for line in inspect.getsource(Config).splitlines():
+    for line in source.splitlines():
         text = line.strip()
         field = re.match(r"(\w+): [^=]+=", text)
         if text.startswith("#"):
             if not re.fullmatch(r"# ---.*---", text):
                 block.append(text.lstrip("# "))
         elif field:
-            code, _, comment = text.partition("  # ")
+            _, _, comment = text.partition("  # ")
             docs[field.group(1)] = comment.strip() or " ".join(block)
             block = []
         else:
@@ -235,7 +242,8 @@ def validate(cfg: Config) -> Config:
     for name in ("d_mbstd", "d_mbdisc"):
         need(
             not getattr(cfg, name) or cfg.gan_batch // max(cfg.discriminator_chunks, 1) >= 2,
-            f"{name} needs at least 2 images in each discriminator chunk (gan_batch / d_chunks)",
+            f"{name} needs at least 2 images in each discriminator chunk (gan_batch "
+            f"{cfg.gan_batch} / {cfg.discriminator_chunks} chunks; set d_chunks)",
         )
     need(0.0 <= cfg.gan_ema < 1.0, f"gan_ema must be in [0, 1), got {cfg.gan_ema}")
     need(
@@ -304,7 +312,7 @@ def validate(cfg: Config) -> Config:
     need(cfg.gan_scan >= 0, f"gan_scan must be >= 0 (0: auto), got {cfg.gan_scan}")
     need(
         cfg.d_chunks >= 0 and cfg.gan_batch % max(cfg.discriminator_chunks, 1) == 0,
-        f"d_chunks must be >= 0 (0: auto, {cfg.discriminator_chunks} for the {cfg.gan} GAN) and "
+        f"d_chunks must be >= 0 (0: auto, {auto_d_chunks(cfg.gan)} for the {cfg.gan} GAN) and "
         f"divide gan_batch ({cfg.gan_batch}), got {cfg.d_chunks}",
     )
     need(len(cfg.solver_hidden) >= 1, "solver_hidden: need at least one hidden layer")

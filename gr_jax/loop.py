@@ -518,6 +518,11 @@ def make_results(
     seen = np.cumsum([len(y) for _, y in data.train])
     return {
         "config": cfg.to_dict(),
+        # what the config's auto values stood for in this run (auto's meaning may change)
+        "config_resolved": {
+            "d_chunks": cfg.discriminator_chunks,
+            "gan_scan": gan.scan_steps(cfg.gan_scan),
+        },
         "test": metrics.summary(history["r_test"], history["b_test"]),
         "val": metrics.summary(history["r_val"], history["b_val"]),
         **history,

@@ -1,9 +1,11 @@
+import dataclasses
 import json
 import re
 
 import pytest
 
 from gr_jax import cli
+from gr_jax.config import Config, field_docs
 
 TINY = [
     "--tasks", "0,1/2,3", "--n-gen", "128", "--gen-chunk", "64", "--solver-epochs", "1",
@@ -19,16 +21,14 @@ def test_run_prints_matrix_and_metrics(tmp_path, capsys):
     assert "after T2" in text and "ACC" in text and "BWT" in text and "FWT" in text
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["gan"] == "mlp" and cfg["gen_epochs"] == [1, 1] and cfg["tasks"] == [[0, 1], [2, 3]]
+    results = json.loads((out / "results.json").read_text())
+    assert cfg["d_chunks"] == 0 and results["config_resolved"] == {"d_chunks": 1, "gan_scan": 1}
     # a second run into the same directory is refused, with exit code 2
     assert cli.main(argv + TINY) == 2
     assert "--overwrite" in capsys.readouterr().err
 
 
 def test_every_config_field_is_an_option():
-    import dataclasses
-
-    from gr_jax.config import Config
-
     parser = cli.build_parser()
     args = parser.parse_args(["run", "--gen-epochs", "10,15,20,25,30", "--gan", "mlp"])
     cfg = cli.config_from_args(args)
@@ -38,21 +38,17 @@ def test_every_config_field_is_an_option():
         assert "--" + f.name.replace("_", "-") in text
 
 
-def test_every_config_field_has_its_comment_as_help():
+def test_every_config_field_has_its_comment_as_help(capsys):
     """The help of a field's option is the comment at the field in config.py (section lines
     left out), so `gr-jax run --help` says what each field means."""
-    import dataclasses
-
-    from gr_jax.config import Config, field_docs
-
     docs = field_docs()
     assert [f.name for f in dataclasses.fields(Config) if len(docs.get(f.name, "")) < 10] == []
     assert not any("---" in d for d in docs.values())
     assert docs["replay"].startswith('"generative" (the method)')  # below a section line
     assert docs["seed"] == "seeds initialisation, shuffling, latents"  # on the field's line
-    text = " ".join(
-        cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help().split()
-    )
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
     assert "--d-chunks INT the D batch is split into this many independent chunks" in text
     assert "0 = auto, 4 for the conv GAN" in text and "(default: 0, or the preset's)" in text
 
