@@ -38,9 +38,13 @@ FAULT_ENV = "GR_JAX_FAULT"
 
 def _fault_point(task: int, phase: str) -> None:
     """Fault injection for the resume tests: `GR_JAX_FAULT=TASK:PHASE` (task 1-based) makes the
-    process kill itself with SIGKILL when task TASK reaches PHASE."""
-    if os.environ.get(FAULT_ENV) == f"{task + 1}:{phase}":
+    process kill itself with SIGKILL when task TASK reaches PHASE; `TASK:PHASE:int` sends it
+    SIGINT instead (a Ctrl-C that arrives at a known point)."""
+    fault = os.environ.get(FAULT_ENV)
+    if fault == f"{task + 1}:{phase}":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == f"{task + 1}:{phase}:int":
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 class RunDirError(RuntimeError):
