@@ -105,6 +105,18 @@ def mnk(d: dict) -> tuple[int, int, int]:
     return m, n, k
 
 
+def seconds_per_rep(call: Callable[[], Any], reps: int, repeats: int = 5) -> float:
+    """Median over `repeats` timed calls (after one untimed) of `call`'s seconds divided by
+    `reps`, the operations one call runs; `call` waits for its work to finish."""
+    call()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t) / reps)
+    return float(np.median(times))
+
+
 def time_dot_jax(d: dict, reps: int, repeats: int = 5) -> float:
     """Median seconds of one product with XLA's kernel."""
     a = jax.random.normal(jax.random.PRNGKey(0), d["lhs"])
@@ -121,13 +133,7 @@ def time_dot_jax(d: dict, reps: int, repeats: int = 5) -> float:
         out = jax.lax.dot_general(a, b, dims)
         return jax.lax.fori_loop(0, reps, body, (a, out))[1]
 
-    jax.block_until_ready(loop(a, b))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(loop(a, b))
-        times.append((time.perf_counter() - t) / reps)
-    return float(np.median(times))
+    return seconds_per_rep(lambda: jax.block_until_ready(loop(a, b)), reps, repeats)
 
 
 def time_dot_torch(d: dict, reps: int, threads: int, repeats: int = 5) -> float:
@@ -141,15 +147,12 @@ def time_dot_torch(d: dict, reps: int, threads: int, repeats: int = 5) -> float:
     a = lhs if d["lc"] == 1 else lhs.t()
     b = rhs if d["rc"] == 0 else rhs.t()
     out = torch.mm(a, b)
-    for _ in range(3):
-        torch.mm(a, b, out=out)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+
+    def call() -> None:
         for _ in range(reps):
             torch.mm(a, b, out=out)
-        times.append((time.perf_counter() - t) / reps)
-    return float(np.median(times))
+
+    return seconds_per_rep(call, reps, repeats)
 
 
 def time_adam(state: Any, reps: int, repeats: int = 5) -> float:
@@ -175,13 +178,7 @@ def time_adam(state: Any, reps: int, repeats: int = 5) -> float:
 
     opts = [tx.init(p) for p, tx in zip(trees, txs, strict=True)]
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), trees)
-    jax.block_until_ready(loop(trees, opts, grads))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(loop(trees, opts, grads))
-        times.append((time.perf_counter() - t) / reps)
-    return float(np.median(times))
+    return seconds_per_rep(lambda: jax.block_until_ready(loop(trees, opts, grads)), reps, repeats)
 
 
 def one_core(model: str, batch: int, reps: int) -> dict:

@@ -84,6 +84,7 @@ def add_config_options(parser: argparse.ArgumentParser, grid: bool = False) -> N
     docs = field_docs()
     for f in dataclasses.fields(Config):
         parse = PARSERS[f.type]
+        meaning = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -92,9 +93,7 @@ def add_config_options(parser: argparse.ArgumentParser, grid: bool = False) -> N
             metavar=f.type.split("[")[0].upper().replace(" | NONE", ""),
             help=argparse.SUPPRESS
             if grid and f.name == "seed"  # refused below: a sweep takes --seeds
-            else f"{docs.get(f.name, '')} (default: {getattr(Config(), f.name)!r}, or the preset's)".replace(
-                "%", "%%"
-            ),
+            else f"{meaning} (default: {getattr(Config(), f.name)!r}, or the preset's)",
         )
 
 
