@@ -1,6 +1,8 @@
-"""Are runs bitwise identical? Compares the results.json of run directories with the first.
+"""Are runs bitwise identical? Compares the results.json of runs with the first's.
 
     python benchmarks/compare_runs.py RUN_A RUN_B [RUN_C ...]
+
+Each RUN is a run directory or a results.json file (such as the ones in experiments/results/).
 
 For each run: identical or not (accuracy matrices, validation and GAN curves, replay class
 counts, exactly), its ACC, and where it first parts from the first run: the first solver or
@@ -33,7 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
     args = p.parse_args()
-    results = [json.loads((r / "results.json").read_text()) for r in args.runs]
+    results = [json.loads((r / "results.json" if r.is_dir() else r).read_text()) for r in args.runs]
     base = results[0]
     for run, r in zip(args.runs, results, strict=True):
         diff = first_difference(base, r)

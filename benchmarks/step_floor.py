@@ -1,19 +1,26 @@
-"""The floor under the MLP train steps on this machine, next to the steps themselves.
+"""The floor under the train steps on this machine, next to the steps themselves.
 
-A step's floor here is its matrix products, each timed alone with the fastest kernel this
-machine offers for its shape (XLA's or PyTorch's, on all cores or on one core with the other
-core free for another product), plus its Adam updates timed alone; everything else a step does
-(activations, the loss, bias gradients, the batch gather) counts as free, and the Adam
-updates are counted at the better of all cores and one core too. No implementation of the
-same step built on these kernels can be faster than the floor, so "3x the PyTorch reference"
-is out of its reach wherever the floor is slower than a third of the reference's step
-(the column floor / PyTorch below 3x).
+A step's floor here is its matrix products and convolutions, each timed alone with the fastest
+kernel this machine offers for its shape (XLA's or PyTorch's, on all cores or on one core with
+the other core free for another product; a convolution also in 4 one-core chunks of a quarter
+of the batch, as the conv GAN's discriminator runs), plus its Adam updates timed alone;
+everything else a step does (activations, BatchNorm, the loss, bias gradients, the batch
+gather, depth-to-space) counts as free, and the Adam updates are counted at the better of all
+cores and one core too. No implementation of the same step built on these kernels can be
+faster than the floor, so "3x the PyTorch reference" is out of its reach wherever the floor is
+slower than a third of the reference's step (the column floor / PyTorch below 3x).
 
     python benchmarks/step_floor.py --batches 64,128 --json benchmarks/results/step-floor-cpu.json
+    python benchmarks/step_floor.py --models conv --json benchmarks/results/step-floor-conv-cpu.json
 
 Each matrix product is run `--reps`x in a jitted `fori_loop` (its input changed in one element
-every iteration so nothing is hoisted) or in a PyTorch loop into a preallocated output; one-core
-times come from a child process pinned to core 0 (XLA) and from `torch.set_num_threads(1)`.
+every iteration so nothing is hoisted) or in a PyTorch loop into a preallocated output. Each
+convolution pass of the conv GAN's step (a layer's forward, input gradient or weight gradient,
+found in the step's jaxpr and counted) is timed as `jax.vjp` computes it, in a jitted chain of
+`--conv-reps` dependent calls (not a loop: XLA's CPU convolutions lose their fast path inside
+one), and as PyTorch's autograd computes it (`aten.convolution_backward` for one gradient).
+One-core times come from a child process pinned to core 0 (XLA) and from
+`torch.set_num_threads(1)`.
 The product's cost in core-seconds is the smaller of 2x its two-core time and its one-core time
 (two one-core products can run side by side); the floor is the sum of the costs (the Adam
 updates' too) over the number of cores. The whole steps (gr_jax's and the reference's,
@@ -30,6 +37,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,16 +51,19 @@ import optax
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_steps import bench, jax_gan_epoch, jax_solver_epoch, paired_ratios, torch_epoch
+from conv_layers import LAYERS, xla_conv
 
 from gr_jax import gan, solver
-from gr_jax.config import PRESETS, auto_d_chunks
+from gr_jax.config import PRESETS
 from gr_jax.provenance import environment
 
-MODELS = ("solver", "mlp")
+MODELS = ("solver", "mlp", "conv")
 
 
 def step_and_state(model: str, batch: int) -> tuple[Callable, Any, tuple]:
-    """The model's single train step, its state and example arguments (as bench_steps times)."""
+    """The model's single train step, its state and example arguments (as bench_steps times,
+    but with the discriminator's batch in one chunk: the floor counts every product at the
+    whole batch, and times convolutions in chunks too)."""
     cfg = PRESETS["seed"]
     x = jnp.zeros((batch, 28, 28, 1))
     labels = jnp.zeros((batch,), jnp.int32)
@@ -66,26 +77,18 @@ def step_and_state(model: str, batch: int) -> tuple[Callable, Any, tuple]:
         cfg.latent_dim,
         cfg.gan_lr,
         cfg.gan_beta1,
-        auto_d_chunks(model),
+        1,
     )
     return gan.gan_step, state, (state, x, labels, jax.random.PRNGKey(1))
 
 
-def dots_of(fn: Callable, *args: Any) -> list[dict]:
-    """Every `dot_general` of `fn`'s jaxpr (nested jaxprs included): operand shapes and
-    contracting dimensions. Only 2-D products without batch dimensions (the MLPs' layers)."""
+def eqns_of(fn: Callable, *args: Any) -> list[tuple[Any, bool]]:
+    """Every equation of `fn`'s jaxpr (nested jaxprs included), with whether it is in a loop."""
     found = []
 
     def walk(jaxpr, in_loop=False):
         for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-                lhs, rhs = (v.aval for v in eqn.invars)
-                if lb or rb or lhs.ndim != 2 or rhs.ndim != 2 or in_loop:
-                    raise NotImplementedError(f"not a plain 2-D product: {eqn}")
-                found.append(
-                    {"lhs": list(lhs.shape), "rhs": list(rhs.shape), "lc": lc[0], "rc": rc[0]}
-                )
+            found.append((eqn, in_loop))
             loop = eqn.primitive.name in ("scan", "while")
             for p in eqn.params.values():
                 for sub in p if isinstance(p, tuple | list) else (p,):
@@ -96,6 +99,59 @@ def dots_of(fn: Callable, *args: Any) -> list[dict]:
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return found
+
+
+def dots_of(fn: Callable, *args: Any) -> list[dict]:
+    """Every `dot_general` of `fn`'s jaxpr: operand shapes and contracting dimensions. Only
+    2-D products without batch dimensions (the MLPs' layers)."""
+    found = []
+    for eqn, in_loop in eqns_of(fn, *args):
+        if eqn.primitive.name != "dot_general":
+            continue
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        lhs, rhs = (v.aval for v in eqn.invars)
+        if lb or rb or lhs.ndim != 2 or rhs.ndim != 2 or in_loop:
+            raise NotImplementedError(f"not a plain 2-D product: {eqn}")
+        found.append({"lhs": list(lhs.shape), "rhs": list(rhs.shape), "lc": lc[0], "rc": rc[0]})
+    return found
+
+
+def conv_signature(eqn: Any) -> tuple:
+    """A convolution's operand and result shapes: what tells the passes of the layers apart."""
+    return tuple(tuple(v.aval.shape) for v in (*eqn.invars, *eqn.outvars))
+
+
+def conv_pass_fns(n: int, h: int, cin: int, cout: int, k: int, s: int) -> dict[str, tuple]:
+    """Each pass of a layer (`conv_layers.LAYERS`) at batch `n` as jax.vjp computes it: a
+    function of (the operand that changes between calls, a fixed one) and example operands."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (n, h, h, cin))
+    w = jax.random.normal(jax.random.PRNGKey(1), (k, k, cin, cout)) * 0.1
+    g = jnp.ones_like(xla_conv(x, w, s))
+    return {
+        "fwd": (lambda x, w: xla_conv(x, w, s), (x, w)),
+        "dx": (lambda g, w: jax.vjp(lambda x_: xla_conv(x_, w, s), x)[1](g)[0], (g, w)),
+        "dw": (lambda g, x: jax.vjp(lambda w_: xla_conv(x, w_, s), w)[1](g)[0], (g, x)),
+    }
+
+
+def conv_passes_of(fn: Callable, *args: Any, batch: int) -> Counter:
+    """How many times `fn` runs each (layer index, pass) of `conv_layers.LAYERS` at `batch`;
+    a convolution of no known layer pass is an error (the architecture changed)."""
+    known = {}
+    for i, (_, *shape) in enumerate(LAYERS):
+        for name, (f, operands) in conv_pass_fns(batch, *shape).items():
+            convs = [
+                e for e, _ in eqns_of(f, *operands) if e.primitive.name == "conv_general_dilated"
+            ]
+            known[conv_signature(convs[-1])] = (i, name)
+    counts: Counter = Counter()
+    for eqn, _ in eqns_of(fn, *args):
+        if eqn.primitive.name == "conv_general_dilated":
+            sig = conv_signature(eqn)
+            if sig not in known:
+                raise NotImplementedError(f"a convolution of no layer in conv_layers.LAYERS: {sig}")
+            counts[known[sig]] += 1
+    return counts
 
 
 def mnk(d: dict) -> tuple[int, int, int]:
@@ -155,6 +211,57 @@ def time_dot_torch(d: dict, reps: int, threads: int, repeats: int = 5) -> float:
     return seconds_per_rep(call, reps, repeats)
 
 
+def time_conv_jax(layer: int, name: str, batch: int, reps: int, repeats: int = 5) -> float:
+    """Median seconds of one pass of a layer with XLA's kernel: `reps` dependent calls in one
+    jitted chain (each call's operand takes an element of the last result)."""
+    f, (a, b) = conv_pass_fns(batch, *LAYERS[layer][1:])[name]
+
+    @jax.jit
+    def chain(a, b):
+        out = f(a, b)
+        for _ in range(reps - 1):
+            a = a.at[(0,) * a.ndim].set(out.ravel()[0])
+            out = f(a, b)
+        return out
+
+    return seconds_per_rep(lambda: jax.block_until_ready(chain(a, b)), reps, repeats)
+
+
+def time_conv_torch(
+    layer: int, name: str, batch: int, reps: int, threads: int, repeats: int = 5
+) -> float:
+    """Median seconds of one pass of a layer as PyTorch's autograd runs it (its forward, or
+    `aten.convolution_backward` for one gradient), NCHW as the reference's layers."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _, h, cin, cout, k, s = LAYERS[layer]
+    x = torch.randn(batch, cin, h, h)
+    w = torch.randn(cout, cin, k, k) * 0.1
+    pad = (k - 1) // 2 if s == 1 else 1  # "SAME" for these shapes
+    g = torch.ones_like(torch.nn.functional.conv2d(x, w, stride=s, padding=pad))
+    mask = [name == "dx", name == "dw", False]
+
+    def call() -> None:
+        with torch.no_grad():
+            for _ in range(reps):
+                if name == "fwd":
+                    torch.nn.functional.conv2d(x, w, stride=s, padding=pad)
+                else:
+                    torch.ops.aten.convolution_backward(
+                        g, x, w, None, [s, s], [pad, pad], [1, 1], False, [0, 0], 1, mask
+                    )
+
+    return seconds_per_rep(call, reps, repeats)
+
+
+def conv_flops(layer: int, batch: int) -> int:
+    """FLOPs of one pass of a layer (forward; each gradient has as many)."""
+    _, h, cin, cout, k, s = LAYERS[layer]
+    out = -(-h // s)
+    return 2 * batch * out * out * cout * k * k * cin
+
+
 def time_adam(state: Any, reps: int, repeats: int = 5) -> float:
     """Median seconds of the step's Adam updates alone (the solver's, or D's and G's),
     gradients held fixed."""
@@ -181,7 +288,7 @@ def time_adam(state: Any, reps: int, repeats: int = 5) -> float:
     return seconds_per_rep(lambda: jax.block_until_ready(loop(trees, opts, grads)), reps, repeats)
 
 
-def one_core(model: str, batch: int, reps: int) -> dict:
+def one_core(model: str, batch: int, reps: int, conv_reps: int) -> dict:
     """XLA's times of the step's products and of its Adam updates on one core: run in a child
     process pinned to core 0."""
     code = (
@@ -190,7 +297,7 @@ def one_core(model: str, batch: int, reps: int) -> dict:
         "import step_floor as s; print(json.dumps(s.xla_times(sys.argv[1], *map(int, sys.argv[2:]))))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, model, str(batch), str(reps)],
+        [sys.executable, "-c", code, model, str(batch), str(reps), str(conv_reps)],
         capture_output=True,
         text=True,
         check=True,
@@ -199,18 +306,23 @@ def one_core(model: str, batch: int, reps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def xla_times(model: str, batch: int, reps: int) -> dict:
-    """XLA's times of the step's products and of its Adam updates, each alone."""
+def xla_times(model: str, batch: int, reps: int, conv_reps: int) -> dict:
+    """XLA's times of the step's products, of each convolution pass it runs (at its batch
+    and at a quarter of it) and of its Adam updates, each alone."""
     fn, state, args = step_and_state(model, batch)
     return {
         "dots": [time_dot_jax(d, reps) for d in dots_of(fn, *args)],
+        "convs": [
+            [time_conv_jax(i, name, b, conv_reps) for b in (batch, batch // 4)]
+            for i, name in sorted(conv_passes_of(fn, *args, batch=batch))
+        ],
         "adam": time_adam(state, reps),
     }
 
 
-def floor_of(model: str, batch: int, reps: int, cores: int, single: dict) -> dict:
-    """The step's floor from its products and Adam updates timed now on all cores, and on one
-    core (`single`, from `one_core`)."""
+def floor_of(model: str, batch: int, reps: int, conv_reps: int, cores: int, single: dict) -> dict:
+    """The step's floor from its products, convolutions and Adam updates timed now on all
+    cores, and on one core (`single`, from `one_core`)."""
     fn, state, args = step_and_state(model, batch)
     rows = []
     for d, j1 in zip(dots_of(fn, *args), single["dots"], strict=True):
@@ -225,14 +337,42 @@ def floor_of(model: str, batch: int, reps: int, cores: int, single: dict) -> dic
             cores * row["xla"], cores * row["torch"], row["xla_1core"], row["torch_1core"]
         )
         rows.append(row)
+    convs = []
+    passes = conv_passes_of(fn, *args, batch=batch)
+    for (i, name), (x1, x1_quarter) in zip(sorted(passes), single["convs"], strict=True):
+        quarter = batch // 4
+        row = {
+            "layer": LAYERS[i][0],
+            "pass": name,
+            "count": passes[i, name],
+            "xla": time_conv_jax(i, name, batch, conv_reps),
+            "torch": time_conv_torch(i, name, batch, conv_reps, cores),
+            "xla_1core": x1,
+            "torch_1core": time_conv_torch(i, name, batch, conv_reps, 1),
+            "xla_1core_quarter": x1_quarter,
+            "torch_1core_quarter": time_conv_torch(i, name, quarter, conv_reps, 1),
+        }
+        row["core_seconds"] = min(
+            cores * row["xla"],
+            cores * row["torch"],
+            row["xla_1core"],
+            row["torch_1core"],
+            4 * row["xla_1core_quarter"],
+            4 * row["torch_1core_quarter"],
+        )
+        convs.append(row)
     adam = time_adam(state, reps)
     adam_core_seconds = min(cores * adam, single["adam"])
+    core_seconds = sum(r["core_seconds"] for r in rows) + adam_core_seconds
+    core_seconds += sum(r["count"] * r["core_seconds"] for r in convs)
     return {
         "dots": rows,
+        "convs": convs,
         "adam": adam,
         "adam_1core": single["adam"],
-        "floor": (sum(r["core_seconds"] for r in rows) + adam_core_seconds) / cores,
+        "floor": core_seconds / cores,
         "flops_of_dots": sum(2 * r["m_n_k"][0] * r["m_n_k"][1] * r["m_n_k"][2] for r in rows),
+        "flops_of_convs": sum(n * conv_flops(i, batch) for (i, _), n in passes.items()),
     }
 
 
@@ -252,7 +392,8 @@ def measure(model: str, batch: int, args: argparse.Namespace, cores: int) -> dic
             args.steps,
             args.step_reps,
         )
-        r = floor_of(model, batch, args.reps, cores, one_core(model, batch, args.reps))
+        single = one_core(model, batch, args.reps, args.conv_reps)
+        r = floor_of(model, batch, args.reps, args.conv_reps, cores, single)
         torch.set_num_threads(cores)
         r["jax_step"] = float(np.median(times["jax"])) / args.steps
         r["torch_step"] = float(np.median(times["torch"])) / args.steps
@@ -271,6 +412,7 @@ def main() -> None:
     p.add_argument("--batches", default="64", help="comma-separated batch sizes")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--reps", type=int, default=200, help="products per timed loop")
+    p.add_argument("--conv-reps", type=int, default=10, help="convolutions per timed chain")
     p.add_argument("--steps", type=int, default=50, help="steps per timed repetition")
     p.add_argument("--step-reps", type=int, default=5, help="interleaved step repetitions")
     p.add_argument("--rounds", type=int, default=3, help="rounds of steps, then floor")
@@ -304,6 +446,24 @@ def main() -> None:
                     + " | ".join(f"{v:.3f}" for v in ms)
                     + f" | {d['core_seconds'] * 1e3:.3f} |"
                 )
+            if last["convs"]:
+                print(
+                    f"\n## {model}, batch {batch}: the step's convolutions, last round (ms each; "
+                    f"quarter: batch {batch // 4}, one core)"
+                )
+                print(
+                    "| layer | pass | per step | XLA | PyTorch | XLA 1 core | PyTorch 1 core "
+                    "| XLA quarter | PyTorch quarter | core-ms counted |"
+                )
+                print("|---|---|---|---|---|---|---|---|---|---|")
+                for c in last["convs"]:
+                    cols = ("xla", "torch", "xla_1core", "torch_1core")
+                    cols += ("xla_1core_quarter", "torch_1core_quarter")
+                    print(
+                        f"| {c['layer']} | {c['pass']} | {c['count']} | "
+                        + " | ".join(f"{c[k] * 1e3:.3f}" for k in cols)
+                        + f" | {c['core_seconds'] * 1e3:.3f} |"
+                    )
             print(
                 f"Adam updates alone: {last['adam'] * 1e3:.3f} ms ({last['adam_1core'] * 1e3:.3f} "
                 "on one core)."
