@@ -18,12 +18,14 @@ every iteration so nothing is hoisted) or in a PyTorch loop into a preallocated 
 convolution pass of the conv GAN's step (a layer's forward, input gradient or weight gradient,
 found in the step's jaxpr and counted) is timed as `jax.vjp` computes it, in a jitted chain of
 `--conv-reps` dependent calls (not a loop: XLA's CPU convolutions lose their fast path inside
-one), and as PyTorch's autograd computes it (`aten.convolution_backward` for one gradient).
-One-core times come from a child process pinned to core 0 (XLA) and from
-`torch.set_num_threads(1)`.
-The product's cost in core-seconds is the smaller of 2x its two-core time and its one-core time
-(two one-core products can run side by side); the floor is the sum of the costs (the Adam
-updates' too) over the number of cores. The whole steps (gr_jax's and the reference's,
+one; a rearrangement of the fixed operand, such as the kernel's flip for the input gradient,
+may then be done once per chain, and counts as free like other layout work), and as PyTorch's
+autograd computes it (`aten.convolution_backward` for one gradient). One-core times come from
+a child process pinned to core 0 (XLA) and from `torch.set_num_threads(1)`. An op's cost in
+core-seconds is the smallest of: its all-cores time times the number of cores, its one-core
+time (two one-core ops can run side by side) and, for a convolution, 4x its one-core time on a
+quarter of the batch; the floor is the sum of the costs (each convolution pass times the number
+of times the step runs it; the Adam updates' too) over the number of cores. The whole steps (gr_jax's and the reference's,
 interleaved as in bench_steps.py) and the floor are measured in `--rounds` rounds, one after
 the other (one-core times too), and each ratio is taken within a round: this VM's speed
 drifts over minutes.
@@ -126,7 +128,7 @@ def conv_pass_fns(n: int, h: int, cin: int, cout: int, k: int, s: int) -> dict[s
     function of (the operand that changes between calls, a fixed one) and example operands."""
     x = jax.random.normal(jax.random.PRNGKey(0), (n, h, h, cin))
     w = jax.random.normal(jax.random.PRNGKey(1), (k, k, cin, cout)) * 0.1
-    g = jnp.ones_like(xla_conv(x, w, s))
+    g = jnp.ones(jax.eval_shape(lambda x, w: xla_conv(x, w, s), x, w).shape)
     return {
         "fwd": (lambda x, w: xla_conv(x, w, s), (x, w)),
         "dx": (lambda g, w: jax.vjp(lambda x_: xla_conv(x_, w, s), x)[1](g)[0], (g, w)),
@@ -136,18 +138,24 @@ def conv_pass_fns(n: int, h: int, cin: int, cout: int, k: int, s: int) -> dict[s
 
 def conv_passes_of(fn: Callable, *args: Any, batch: int) -> Counter:
     """How many times `fn` runs each (layer index, pass) of `conv_layers.LAYERS` at `batch`;
-    a convolution of no known layer pass is an error (the architecture changed)."""
+    a convolution of no known layer pass, or inside a loop, is an error (the architecture
+    changed)."""
     known = {}
     for i, (_, *shape) in enumerate(LAYERS):
         for name, (f, operands) in conv_pass_fns(batch, *shape).items():
             convs = [
                 e for e, _ in eqns_of(f, *operands) if e.primitive.name == "conv_general_dilated"
             ]
-            known[conv_signature(convs[-1])] = (i, name)
+            sig = conv_signature(convs[-1])
+            if sig in known:
+                raise NotImplementedError(f"two layer passes with the same shapes: {sig}")
+            known[sig] = (i, name)
     counts: Counter = Counter()
-    for eqn, _ in eqns_of(fn, *args):
+    for eqn, in_loop in eqns_of(fn, *args):
         if eqn.primitive.name == "conv_general_dilated":
             sig = conv_signature(eqn)
+            if in_loop:
+                raise NotImplementedError(f"a convolution inside a loop: {sig}")
             if sig not in known:
                 raise NotImplementedError(f"a convolution of no layer in conv_layers.LAYERS: {sig}")
             counts[known[sig]] += 1
@@ -289,8 +297,8 @@ def time_adam(state: Any, reps: int, repeats: int = 5) -> float:
 
 
 def one_core(model: str, batch: int, reps: int, conv_reps: int) -> dict:
-    """XLA's times of the step's products and of its Adam updates on one core: run in a child
-    process pinned to core 0."""
+    """XLA's times (`xla_times`) of the step's products, convolution passes and Adam updates on
+    one core: run in a child process pinned to core 0."""
     code = (
         "import json, os, sys; os.sched_setaffinity(0, {0}); "
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); "
@@ -298,7 +306,7 @@ def one_core(model: str, batch: int, reps: int, conv_reps: int) -> dict:
     )
     done = subprocess.run(
         [sys.executable, "-c", code, model, str(batch), str(reps), str(conv_reps)],
-        capture_output=True,
+        stdout=subprocess.PIPE,  # its errors go to our stderr
         text=True,
         check=True,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
@@ -418,6 +426,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds of steps, then floor")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    if any(b % 4 for b in batches):
+        p.error(
+            f"--batches: multiples of 4 (convolutions are timed in quarters too), got {batches}"
+        )
     import torch
 
     env = environment()
@@ -429,7 +442,7 @@ def main() -> None:
     )
     out = {"environment": env, "args": vars(args), "results": []}
     summary = []
-    for batch in (int(b) for b in args.batches.split(",")):
+    for batch in batches:
         for model in args.models.split(","):
             if model not in MODELS:
                 raise SystemExit(f"--models: one of {MODELS}, got {model!r}")
