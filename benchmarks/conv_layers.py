@@ -84,21 +84,30 @@ ALTERNATIVES = [
 ]
 
 
-def jax_times(n: int, h: int, cin: int, cout: int, k: int, s: int, form=xla_conv) -> list[float]:
-    """fwd, dx and dw ms of the convolution computed by `form` (checked against XLA's)."""
+def passes(n: int, h: int, cin: int, cout: int, k: int, s: int, form=xla_conv) -> dict:
+    """The layer's forward, input gradient and weight gradient at batch `n`, the convolution
+    computed by `form`, as jax.vjp computes them: each a function of (the operand that changes
+    between calls, a fixed one), with example operands."""
     x = jax.random.normal(jax.random.PRNGKey(0), (n, h, h, cin))
     w = jax.random.normal(jax.random.PRNGKey(1), (k, k, cin, cout)) * 0.1
-    conv = lambda x, w: form(x, w, s)  # noqa: E731
-    fwd = jax.jit(conv)
-    np.testing.assert_allclose(fwd(x, w), xla_conv(x, w, s), rtol=1e-4, atol=1e-4)
-    g = fwd(x, w) * 0 + 1
-    dx = jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0])
-    dw = jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
-    return [
-        median_ms(lambda: fwd(x, w).block_until_ready()),
-        median_ms(lambda: dx(x, w, g).block_until_ready()),
-        median_ms(lambda: dw(x, w, g).block_until_ready()),
-    ]
+    g = jnp.ones(jax.eval_shape(lambda x, w: xla_conv(x, w, s), x, w).shape)
+    return {
+        "fwd": (lambda x, w: form(x, w, s), (x, w)),
+        "dx": (lambda g, w: jax.vjp(lambda x_: form(x_, w, s), x)[1](g)[0], (g, w)),
+        "dw": (lambda g, x: jax.vjp(lambda w_: form(x, w_, s), w)[1](g)[0], (g, x)),
+    }
+
+
+def jax_times(n: int, h: int, cin: int, cout: int, k: int, s: int, form=xla_conv) -> list[float]:
+    """fwd, dx and dw ms of the convolution computed by `form` (checked against XLA's)."""
+    fns = passes(n, h, cin, cout, k, s, form)
+    fwd, (x, w) = fns["fwd"]
+    np.testing.assert_allclose(jax.jit(fwd)(x, w), xla_conv(x, w, s), rtol=1e-4, atol=1e-4)
+    times = []
+    for f, (a, b) in fns.values():
+        f = jax.jit(f)
+        times.append(median_ms(lambda f=f, a=a, b=b: f(a, b).block_until_ready()))
+    return times
 
 
 def torch_times(n: int, h: int, cin: int, cout: int, k: int, s: int) -> list[float]:

@@ -53,7 +53,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_steps import bench, jax_gan_epoch, jax_solver_epoch, paired_ratios, torch_epoch
-from conv_layers import LAYERS, xla_conv
+from conv_layers import LAYERS, passes
 
 from gr_jax import gan, solver
 from gr_jax.config import PRESETS
@@ -123,26 +123,13 @@ def conv_signature(eqn: Any) -> tuple:
     return tuple(tuple(v.aval.shape) for v in (*eqn.invars, *eqn.outvars))
 
 
-def conv_pass_fns(n: int, h: int, cin: int, cout: int, k: int, s: int) -> dict[str, tuple]:
-    """Each pass of a layer (`conv_layers.LAYERS`) at batch `n` as jax.vjp computes it: a
-    function of (the operand that changes between calls, a fixed one) and example operands."""
-    x = jax.random.normal(jax.random.PRNGKey(0), (n, h, h, cin))
-    w = jax.random.normal(jax.random.PRNGKey(1), (k, k, cin, cout)) * 0.1
-    g = jnp.ones(jax.eval_shape(lambda x, w: xla_conv(x, w, s), x, w).shape)
-    return {
-        "fwd": (lambda x, w: xla_conv(x, w, s), (x, w)),
-        "dx": (lambda g, w: jax.vjp(lambda x_: xla_conv(x_, w, s), x)[1](g)[0], (g, w)),
-        "dw": (lambda g, x: jax.vjp(lambda w_: xla_conv(x, w_, s), w)[1](g)[0], (g, x)),
-    }
-
-
 def conv_passes_of(fn: Callable, *args: Any, batch: int) -> Counter:
     """How many times `fn` runs each (layer index, pass) of `conv_layers.LAYERS` at `batch`;
     a convolution of no known layer pass, or inside a loop, is an error (the architecture
     changed)."""
     known = {}
     for i, (_, *shape) in enumerate(LAYERS):
-        for name, (f, operands) in conv_pass_fns(batch, *shape).items():
+        for name, (f, operands) in passes(batch, *shape).items():
             convs = [
                 e for e, _ in eqns_of(f, *operands) if e.primitive.name == "conv_general_dilated"
             ]
@@ -222,7 +209,7 @@ def time_dot_torch(d: dict, reps: int, threads: int, repeats: int = 5) -> float:
 def time_conv_jax(layer: int, name: str, batch: int, reps: int, repeats: int = 5) -> float:
     """Median seconds of one pass of a layer with XLA's kernel: `reps` dependent calls in one
     jitted chain (each call's operand takes an element of the last result)."""
-    f, (a, b) = conv_pass_fns(batch, *LAYERS[layer][1:])[name]
+    f, (a, b) = passes(batch, *LAYERS[layer][1:])[name]
 
     @jax.jit
     def chain(a, b):
