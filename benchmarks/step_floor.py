@@ -1,14 +1,15 @@
 """The floor under the train steps on this machine, next to the steps themselves.
 
-A step's floor here is its matrix products and convolutions, each timed alone with the fastest
-kernel this machine offers for its shape (XLA's or PyTorch's, on all cores or on one core with
-the other core free for another product; a convolution also in 4 one-core chunks of a quarter
-of the batch, as the conv GAN's discriminator runs), plus its Adam updates timed alone;
+A step's floor here is its matrix products and convolutions, each timed alone with the faster
+of XLA's kernel (under the current XLA_FLAGS) and PyTorch's for its shape (on all cores, or on
+one core with the other core free for another op; a convolution also in 4 one-core chunks of a
+quarter of the batch, as the conv GAN's discriminator runs), plus its Adam updates timed alone;
 everything else a step does (activations, BatchNorm, the loss, bias gradients, the batch
-gather, depth-to-space) counts as free, and the Adam updates are counted at the better of all
-cores and one core too. No implementation of the same step built on these kernels can be
-faster than the floor, so "3x the PyTorch reference" is out of its reach wherever the floor is
-slower than a third of the reference's step (the column floor / PyTorch below 3x).
+gather, layout changes) counts as free, and the Adam updates are counted at the better of all
+cores and one core too. No implementation that runs the same products and convolutions one by
+one on these kernels can be faster than the floor, so "3x the PyTorch reference" is out of its
+reach wherever the floor is slower than a third of the reference's step (the column floor /
+PyTorch below 3x).
 
     python benchmarks/step_floor.py --batches 64,128 --json benchmarks/results/step-floor-cpu.json
     python benchmarks/step_floor.py --models conv --json benchmarks/results/step-floor-conv-cpu.json
@@ -25,10 +26,10 @@ a child process pinned to core 0 (XLA) and from `torch.set_num_threads(1)`. An o
 core-seconds is the smallest of: its all-cores time times the number of cores, its one-core
 time (two one-core ops can run side by side) and, for a convolution, 4x its one-core time on a
 quarter of the batch; the floor is the sum of the costs (each convolution pass times the number
-of times the step runs it; the Adam updates' too) over the number of cores. The whole steps (gr_jax's and the reference's,
-interleaved as in bench_steps.py) and the floor are measured in `--rounds` rounds, one after
-the other (one-core times too), and each ratio is taken within a round: this VM's speed
-drifts over minutes.
+of times the step runs it; the Adam updates' too) over the number of cores. The whole steps
+(gr_jax's and the reference's, interleaved as in bench_steps.py) and the floor are measured in
+`--rounds` rounds, one after the other (one-core times too), and each ratio is taken within a
+round: this VM's speed drifts over minutes.
 """
 
 from __future__ import annotations
