@@ -11,8 +11,8 @@ one on these kernels can be faster than the floor, so "3x the PyTorch reference"
 reach wherever the floor is slower than a third of the reference's step (the column floor /
 PyTorch below 3x).
 
-    python benchmarks/step_floor.py --batches 64,128 --json benchmarks/results/step-floor-cpu.json
-    python benchmarks/step_floor.py --models conv --json benchmarks/results/step-floor-conv-cpu.json
+    python benchmarks/step_floor.py --models solver,mlp --batches 64,128 --json floor-mlp.json
+    python benchmarks/step_floor.py --models conv --batches 64 --json floor-conv.json
 
 Each matrix product is run `--reps`x in a jitted `fori_loop` (its input changed in one element
 every iteration so nothing is hoisted) or in a PyTorch loop into a preallocated output. Each
