@@ -11,19 +11,26 @@ random images for K fresh seeds; medians of `--reps` timed epochs after a warm-u
 step. The ratio column is one K-seed step against one single-seed step: 1x means the extra
 seeds are free, K means the program gained nothing over running the seeds one after another.
 The warm-up epoch's extra time over a timed one is reported as compile seconds.
+With `--profile`, one more GAN epoch per K runs under `jax.profiler` and the table says where
+its device time goes: kernels per step, the time some kernel runs ("busy") against the traced
+wall time, and the costliest kernels (on a CPU, XLA's per-op events stand in for kernels).
 Whole runs (data, generation, evaluation and compiling included) are `seeds_per_hour.py`'s job.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
 import json
 import os
 import statistics
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
+from jax.profiler import ProfileData
 
 from gr_jax import gan, multiseed
 from gr_jax.config import preset
@@ -44,7 +51,75 @@ def _median_seconds(fn, reps: int) -> tuple[float, float]:
     return median, first - median
 
 
-def measure(cfg, k: int, calls: int, reps: int) -> dict:
+def busy_ns(spans: list[tuple[int, int]]) -> int:
+    """Length of the union of (start, end) intervals."""
+    total, end = 0, None
+    for a, b in sorted(spans):
+        if end is None or a > end:
+            total, end = total + b - a, b
+        elif b > end:
+            total, end = total + b - end, b
+    return total
+
+
+def kernel_events(xplane: str) -> list[tuple[str, str, int, int]]:
+    """(HLO op, kernel name, start ns, duration ns) of every kernel in a profiler trace: the
+    device planes' stream lines, or where there is no device plane (a CPU), the host events
+    that name an HLO op."""
+    data = ProfileData.from_file(xplane)
+    devices = [p for p in data.planes if p.name.startswith("/device:")]
+    out = []
+    for plane in devices or [p for p in data.planes if p.name.startswith("/host:CPU")]:
+        for line in plane.lines:
+            if devices and not line.name.startswith("Stream"):
+                continue
+            for e in line.events:
+                stats = dict(e.stats)
+                if devices or "hlo_op" in stats:
+                    op = str(stats.get("hlo_op", e.name))
+                    out.append((op, e.name, int(e.start_ns), int(e.duration_ns)))
+    return out
+
+
+def profile(fn, steps: int, top: int) -> dict:
+    """Where one traced call of `fn` (`steps` train steps) spends its device time, per step."""
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d):
+            tick = time.perf_counter()
+            jax.block_until_ready(fn())
+            wall = time.perf_counter() - tick
+        (path,) = glob.glob(f"{d}/**/*.xplane.pb", recursive=True)
+        events = kernel_events(path)
+    if not events:
+        raise SystemExit("the trace holds no kernel events")
+    by_op: dict[tuple[str, str], list[int]] = collections.defaultdict(lambda: [0, 0])
+    for op, name, _, dur in events:
+        by_op[op, name][0] += 1
+        by_op[op, name][1] += dur
+    ranked = sorted(by_op.items(), key=lambda kv: -kv[1][1])[:top]
+    return {
+        "traced_wall_step_s": wall / steps,
+        "kernels_per_step": len(events) / steps,
+        "kernel_sum_step_s": sum(e[3] for e in events) / steps / 1e9,
+        "busy_step_s": busy_ns([(e[2], e[2] + e[3]) for e in events]) / steps / 1e9,
+        "top": [
+            {"op": op, "kernel": name[:90], "per_step": n / steps, "step_s": ns / steps / 1e9}
+            for (op, name), (n, ns) in ranked
+        ],
+    }
+
+
+def print_profile(k: int, prof: dict) -> None:
+    wall, busy = prof["traced_wall_step_s"], prof["busy_step_s"]
+    print(f"\nK={k} traced GAN step: {1e3 * wall:.3f} ms wall, {prof['kernels_per_step']:.0f} "
+          f"kernels, busy {1e3 * busy:.3f} ms ({busy / wall:.0%}), kernels summed "
+          f"{1e3 * prof['kernel_sum_step_s']:.3f} ms")  # fmt: skip
+    print("| HLO op | kernel | per step | us per step |\n|---|---|---|---|")
+    for r in prof["top"]:
+        print(f"| {r['op']} | {r['kernel']} | {r['per_step']:.2f} | {1e6 * r['step_s']:.1f} |")
+
+
+def measure(cfg, k: int, calls: int, reps: int, top: int = 0) -> dict:
     """Seconds per GAN step and per solver step with `k` seeds vmapped."""
     per_call = gan.scan_steps(cfg.gan_scan)
     n = max(cfg.gan_batch * per_call * calls, cfg.solver_batch * 16)
@@ -69,6 +144,7 @@ def measure(cfg, k: int, calls: int, reps: int) -> dict:
 
     gan_s, gan_compile = _median_seconds(gan_epoch, reps)
     solver_s, solver_compile = _median_seconds(solver_epoch, reps)
+    prof = {"profile": profile(gan_epoch, n // cfg.gan_batch, top)} if top else {}
     return {
         "k": k,
         "seed_axis": multiseed.seed_axis(cfg),
@@ -77,6 +153,7 @@ def measure(cfg, k: int, calls: int, reps: int) -> dict:
         "gan_compile_s": gan_compile,
         "solver_compile_s": solver_compile,
         "gan_per_call": per_call,
+        **prof,
     }
 
 
@@ -88,16 +165,20 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--changes", default="{}", help="config fields changed, as JSON")
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", type=int, default=0, metavar="TOP",
+                   help="also trace a GAN epoch per K and list its TOP costliest kernels")  # fmt: skip
     args = p.parse_args()
     cfg = preset(args.preset, **json.loads(args.changes))
     rows = []
     for k in (int(s) for s in args.ks.split(",")):
-        rows.append(measure(cfg, k, args.calls, args.reps))
+        rows.append(measure(cfg, k, args.calls, args.reps, args.profile))
         r = rows[-1]
         print(f"K={k} ({r['seed_axis']}): GAN step {1e3 * r['gan_step_s']:.2f} ms, "
               f"solver step {1e3 * r['solver_step_s']:.3f} ms, compile GAN "
               f"{r['gan_compile_s']:.1f} s, solver {r['solver_compile_s']:.1f} s",
               flush=True)  # fmt: skip
+        if args.profile:
+            print_profile(k, r["profile"])
     base = rows[0]
     print(f"\n{args.preset} preset {args.changes} ({cfg.gan} GAN), {jax.devices()[0].device_kind} "
           f"x{jax.device_count()}, {os.cpu_count()} cores; K=1 row is the base")  # fmt: skip
