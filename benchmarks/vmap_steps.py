@@ -119,7 +119,7 @@ def print_profile(k: int, prof: dict) -> None:
         print(f"| {r['op']} | {r['kernel']} | {r['per_step']:.2f} | {1e6 * r['step_s']:.1f} |")
 
 
-def measure(cfg, k: int, calls: int, reps: int, top: int = 0) -> dict:
+def measure(cfg, k: int, calls: int, reps: int, top: int = 0, solver: bool = True) -> dict:
     """Seconds per GAN step and per solver step with `k` seeds vmapped."""
     per_call = gan.scan_steps(cfg.gan_scan)
     n = max(cfg.gan_batch * per_call * calls, cfg.solver_batch * 16)
@@ -143,7 +143,8 @@ def measure(cfg, k: int, calls: int, reps: int, top: int = 0) -> dict:
         return box["s"]
 
     gan_s, gan_compile = _median_seconds(gan_epoch, reps)
-    solver_s, solver_compile = _median_seconds(solver_epoch, reps)
+    nan = (float("nan"),) * 2
+    solver_s, solver_compile = _median_seconds(solver_epoch, reps) if solver else nan
     prof = {"profile": profile(gan_epoch, n // cfg.gan_batch, top)} if top else {}
     return {
         "k": k,
@@ -167,11 +168,12 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--profile", type=int, default=0, metavar="TOP",
                    help="also trace a GAN epoch per K and list its TOP costliest kernels")  # fmt: skip
+    p.add_argument("--gan-only", action="store_true", help="time the GAN step alone")
     args = p.parse_args()
     cfg = preset(args.preset, **json.loads(args.changes))
     rows = []
     for k in (int(s) for s in args.ks.split(",")):
-        rows.append(measure(cfg, k, args.calls, args.reps, args.profile))
+        rows.append(measure(cfg, k, args.calls, args.reps, args.profile, not args.gan_only))
         r = rows[-1]
         print(f"K={k} ({r['seed_axis']}): GAN step {1e3 * r['gan_step_s']:.2f} ms, "
               f"solver step {1e3 * r['solver_step_s']:.3f} ms, compile GAN "

@@ -91,13 +91,14 @@ def test_minibatch_discrimination_scores_each_image_by_its_neighbours():
     assert float(far.max()) < 1e-3 and bool((out[:, 16:] > far).all())
 
 
-def test_slice_convolutions_are_the_same_model_as_xla_convolutions():
+@pytest.mark.parametrize("impl", ["slices", "matmul"])
+def test_slice_convolutions_are_the_same_model_as_xla_convolutions(impl):
     key, kz, kx = jax.random.split(jax.random.PRNGKey(0), 3)
     z = jax.random.normal(kz, (8, 16))
     x = jax.random.uniform(kx, (8, 28, 28, 1), minval=-1, maxval=1)
     xla, slices = (
         models.make_gan("conv", 8, mbstd=True),
-        models.make_gan("conv", 8, mbstd=True, conv_impl="slices"),
+        models.make_gan("conv", 8, mbstd=True, conv_impl=impl),
     )
     gv = xla[0].init(key, z, train=False)
     dv = xla[1].init(key, x)
@@ -132,6 +133,20 @@ def test_conv_by_slices_matches_strided_and_odd_sized_convolutions():
             x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
         np.testing.assert_allclose(models.conv_by_slices(x, w, s), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_by_matmul_matches_convolution_plus_bias_on_either_side():
+    kx, kk, kb = jax.random.split(jax.random.PRNGKey(2), 3)
+    # stride 1 with fewer output than input channels: the output-side form; else im2col
+    for h, k, s, cin, cout in ((7, 3, 1, 6, 2), (8, 4, 1, 5, 3), (7, 4, 2, 3, 4), (9, 3, 1, 2, 5)):
+        x = jax.random.normal(kx, (2, h, h, cin))
+        w = jax.random.normal(kk, (k, k, cin, cout))
+        b = jax.random.normal(kb, (cout,))
+        ref = jax.lax.conv_general_dilated(
+            x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        got = models.conv_by_matmul(x, w, b, s)
+        np.testing.assert_allclose(got, ref + b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(300, 40), (40, 300), (4, 4, 8, 16), (64, 1), (10, 64)])
