@@ -64,6 +64,14 @@ def depth_to_space(x: jnp.ndarray, r: int = 2) -> jnp.ndarray:
     return x.reshape(n, h * r, w * r, c_out)
 
 
+def depth_to_space_cf(x: jnp.ndarray, r: int = 2) -> jnp.ndarray:
+    """`depth_to_space` in the channels-first layout: (r*r*C, N, H, W) -> (C, N, r*H, r*W)."""
+    c, n, h, w = x.shape
+    x = x.reshape(r, r, c // (r * r), n, h, w)
+    x = x.transpose(2, 3, 4, 0, 5, 1)
+    return x.reshape(c // (r * r), n, h * r, w * r)
+
+
 def conv_by_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.ndarray:
     """A "SAME"-padded convolution (no bias) as shifted strided slices of `x`, stacked, times
     the kernel reshaped to a matrix: the same math as `lax.conv_general_dilated`.
@@ -84,39 +92,24 @@ def conv_by_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.
     return jnp.concatenate(cols, -1) @ kernel.reshape(kh * kw * cin, cout)
 
 
-def conv_by_matmul(
-    x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray, stride: int = 1
-) -> jnp.ndarray:
-    """A "SAME"-padded convolution plus bias as one matrix product, on whichever side is
-    smaller: a stride-1 layer with fewer output than input channels multiplies the input by
-    all kernel taps at once and sums the products' shifted slices (kh*kw*cout channels
-    materialised, not kh*kw*cin); any other layer is `conv_by_slices` with a channel of ones
-    (the bias as one more row of the matrix). The same math as `conv_by_slices` plus bias.
+def conv_by_slices_cf(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.ndarray:
+    """`conv_by_slices` in the channels-first layout (C, N, H, W), input and output.
 
-    Why: vmapped over seeds on a GPU, `conv_by_slices`' stacked slices (im2col) and the bias
-    gradient's reduction were the costliest kernels of the GAN step; here the bias gradient
-    comes out of the weight-gradient product (`conv_impl="matmul"`).
+    Why: stacked along the first axis, each slice is one contiguous block of the stack, where
+    channels-last interleaves the slices' channels pixel by pixel; and the sums over images
+    and pixels (BatchNorm, bias gradients) run along the last axes (`conv_impl="slices_cf"`).
     """
     kh, kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    if stride == 1 and cout < cin:
-        taps = kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
-        y = (x @ taps).reshape(n, h, w, kh, kw, cout)
-        ph, pw = kh - 1, kw - 1
-        pad = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0), (0, 0), (0, 0))
-        y = jnp.pad(y, pad)
-        return sum(y[:, i : i + h, j : j + w, i, j] for i in range(kh) for j in range(kw)) + bias
+    _, _, h, w = x.shape
     oh, ow = -(-h // stride), -(-w // stride)
     ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
-    x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    x = jnp.pad(x, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
     cols = [
-        x[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+        x[:, :, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
         for i in range(kh)
         for j in range(kw)
     ]
-    cols.append(jnp.ones((n, oh, ow, 1), x.dtype))
-    matrix = jnp.concatenate([kernel.reshape(kh * kw * cin, cout), bias[None]], 0)
-    return jnp.concatenate(cols, -1) @ matrix
+    return jnp.tensordot(kernel.reshape(kh * kw * cin, cout), jnp.concatenate(cols, 0), (0, 0))
 
 
 SPECTRAL_ITERS = 20
@@ -145,8 +138,9 @@ def spectral_normalize(w: jnp.ndarray, iters: int = SPECTRAL_ITERS) -> jnp.ndarr
 
 class KernelConv(nn.Module):
     """`nn.Conv` with "SAME" padding (same parameters: names, shapes, initialisers) computed by
-    `impl` ("slices": `conv_by_slices`; "matmul": `conv_by_matmul`; "xla": XLA's convolution), its kernel spectrally
-    normalised first if `spectral`."""
+    `impl` ("slices": `conv_by_slices`; "slices_cf": `conv_by_slices_cf`, its input and output
+    channels first; "xla": XLA's convolution), its kernel spectrally normalised first if
+    `spectral`."""
 
     features: int
     kernel_size: tuple[int, int]
@@ -157,7 +151,8 @@ class KernelConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        shape = (*self.kernel_size, x.shape[-1], self.features)
+        cin = x.shape[0] if channels_first(self.impl) else x.shape[-1]
+        shape = (*self.kernel_size, cin, self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         if self.spectral:
             kernel = spectral_normalize(kernel)
@@ -165,8 +160,8 @@ class KernelConv(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.impl == "slices":
             return conv_by_slices(x, kernel, self.strides) + bias
-        if self.impl == "matmul":
-            return conv_by_matmul(x, kernel, bias, self.strides)
+        if self.impl == "slices_cf":
+            return conv_by_slices_cf(x, kernel, self.strides) + bias[:, None, None, None]
         s = (self.strides, self.strides)
         dims = ("NHWC", "HWIO", "NHWC")
         return jax.lax.conv_general_dilated(x, kernel, s, "SAME", dimension_numbers=dims) + bias
@@ -203,6 +198,11 @@ def dense(features: int, name: str, spectral: bool = False) -> nn.Module:
     return SpectralDense(features, name=name) if spectral else nn.Dense(features, name=name)
 
 
+def channels_first(impl: str) -> bool:
+    """Whether the conv GAN computed by `impl` keeps its feature maps as (C, N, H, W)."""
+    return impl == "slices_cf"
+
+
 def conv(
     features: int,
     kernel: int,
@@ -213,8 +213,9 @@ def conv(
     dtype: jnp.dtype | None = None,
 ) -> nn.Module:
     """A "SAME" convolution layer computed by `impl` ("xla": `nn.Conv`; "slices":
-    `conv_by_slices`) in `dtype` (None: the parameters' float32), spectrally normalised if
-    `spectral`, named explicitly so that all give the same parameter tree."""
+    `conv_by_slices`; "slices_cf": `conv_by_slices_cf`, on channels-first feature maps) in
+    `dtype` (None: the parameters' float32), spectrally normalised if `spectral`, named
+    explicitly so that all give the same parameter tree."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv_impl {impl!r}; choose from {CONV_IMPLS}")
     if impl == "xla" and not spectral:
@@ -237,7 +238,7 @@ class SubPixelUp(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         x = conv(4 * self.features, self.kernel, 1, self.conv_impl, "Conv_0", dtype=self.dtype)(x)
-        return depth_to_space(x, 2)
+        return depth_to_space_cf(x, 2) if channels_first(self.conv_impl) else depth_to_space(x, 2)
 
 
 def with_label(z: jnp.ndarray, y: jnp.ndarray | None, num_classes: int) -> jnp.ndarray:
@@ -280,12 +281,15 @@ class ConvGenerator(nn.Module):
     def __call__(
         self, z: jnp.ndarray, y: jnp.ndarray | None = None, train: bool = True
     ) -> jnp.ndarray:
-        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)  # noqa: E731
+        cf = channels_first(self.conv_impl)
+        norm = lambda axis=-1: nn.BatchNorm(not train, axis=axis, momentum=0.9)  # noqa: E731
         x = nn.Dense(7 * 7 * 2 * self.width, dtype=self.dtype)(with_label(z, y, self.num_classes))
         x = nn.relu(norm()(x)).reshape(z.shape[0], 7, 7, 2 * self.width)
+        x = x.transpose(3, 0, 1, 2) if cf else x
         up = lambda f: SubPixelUp(f, self.kernel, self.conv_impl, self.dtype)  # noqa: E731
-        x = nn.relu(norm()(up(self.width)(x)))
-        return jnp.tanh(up(1)(x).astype(jnp.float32))
+        x = nn.relu(norm(0 if cf else -1)(up(self.width)(x)))
+        x = up(1)(x)
+        return jnp.tanh((x.transpose(1, 2, 3, 0) if cf else x).astype(jnp.float32))
 
 
 def minibatch_std(x: jnp.ndarray) -> jnp.ndarray:
@@ -330,10 +334,12 @@ class ConvDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None) -> jnp.ndarray:
+        cf = channels_first(self.conv_impl)
+        x = x.transpose(3, 0, 1, 2) if cf else x
         for i, features in enumerate((self.width, 2 * self.width)):
             layer = conv(features, 4, 2, self.conv_impl, f"Conv_{i}", self.spectral, self.dtype)
             x = nn.leaky_relu(layer(x), 0.2)
-        x = x.astype(jnp.float32)
+        x = (x.transpose(1, 2, 3, 0) if cf else x).astype(jnp.float32)
         if self.mbstd:
             x = minibatch_std(x)
         h = x.reshape(x.shape[0], -1)

@@ -91,7 +91,7 @@ def test_minibatch_discrimination_scores_each_image_by_its_neighbours():
     assert float(far.max()) < 1e-3 and bool((out[:, 16:] > far).all())
 
 
-@pytest.mark.parametrize("impl", ["slices", "matmul"])
+@pytest.mark.parametrize("impl", ["slices", "slices_cf"])
 def test_slice_convolutions_are_the_same_model_as_xla_convolutions(impl):
     key, kz, kx = jax.random.split(jax.random.PRNGKey(0), 3)
     z = jax.random.normal(kz, (8, 16))
@@ -122,6 +122,28 @@ def test_slice_convolutions_are_the_same_model_as_xla_convolutions(impl):
     assert float(grads[0][0]) == pytest.approx(float(grads[1][0]), rel=1e-5)
     for a, b in zip(*(jax.tree_util.tree_leaves(g[1]) for g in grads), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # the BatchNorm running statistics a training pass updates (axis 0 with channels first)
+    stats = [
+        m[0].apply(gv, z, train=True, mutable=["batch_stats"])[1]["batch_stats"]
+        for m in (xla, slices)
+    ]
+    for a, b in zip(*map(jax.tree_util.tree_leaves, stats), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["slices", "slices_cf"])
+def test_slice_convolutions_in_bfloat16_stay_close_to_float32(impl):
+    key, kz, kx = jax.random.split(jax.random.PRNGKey(3), 3)
+    z = jax.random.normal(kz, (8, 16))
+    x = jax.random.uniform(kx, (8, 28, 28, 1), minval=-1, maxval=1)
+    f32 = models.make_gan("conv", 8, conv_impl="xla")
+    bf16 = models.make_gan("conv", 8, conv_impl=impl, dtype="bfloat16")
+    gv, dv = f32[0].init(key, z, train=False), f32[1].init(key, x)
+    outs = [(g.apply(gv, z, mutable=["batch_stats"])[0], d.apply(dv, x)) for g, d in (f32, bf16)]
+    for a, b in zip(*outs, strict=True):  # images, then logits
+        assert b.dtype == jnp.float32
+        np.testing.assert_allclose(a, b, rtol=0.05, atol=0.03)
+        assert not np.array_equal(a, b)  # it did compute in bfloat16
 
 
 def test_conv_by_slices_matches_strided_and_odd_sized_convolutions():
@@ -133,20 +155,15 @@ def test_conv_by_slices_matches_strided_and_odd_sized_convolutions():
             x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
         np.testing.assert_allclose(models.conv_by_slices(x, w, s), ref, rtol=1e-5, atol=1e-5)
+        cf = models.conv_by_slices_cf(x.transpose(3, 0, 1, 2), w, s).transpose(1, 2, 3, 0)
+        np.testing.assert_allclose(cf, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_by_matmul_matches_convolution_plus_bias_on_either_side():
-    kx, kk, kb = jax.random.split(jax.random.PRNGKey(2), 3)
-    # stride 1 with fewer output than input channels: the output-side form; else im2col
-    for h, k, s, cin, cout in ((7, 3, 1, 6, 2), (8, 4, 1, 5, 3), (7, 4, 2, 3, 4), (9, 3, 1, 2, 5)):
-        x = jax.random.normal(kx, (2, h, h, cin))
-        w = jax.random.normal(kk, (k, k, cin, cout))
-        b = jax.random.normal(kb, (cout,))
-        ref = jax.lax.conv_general_dilated(
-            x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        got = models.conv_by_matmul(x, w, b, s)
-        np.testing.assert_allclose(got, ref + b, rtol=1e-5, atol=1e-5)
+def test_depth_to_space_is_the_same_shuffle_in_either_layout():
+    x = jnp.arange(2 * 3 * 5 * 8.0).reshape(2, 3, 5, 8)
+    cf = models.depth_to_space_cf(x.transpose(3, 0, 1, 2)).transpose(1, 2, 3, 0)
+    assert cf.shape == (2, 6, 10, 2)
+    np.testing.assert_array_equal(cf, models.depth_to_space(x))
 
 
 @pytest.mark.parametrize("shape", [(300, 40), (40, 300), (4, 4, 8, 16), (64, 1), (10, 64)])
@@ -158,7 +175,9 @@ def test_spectral_normalize_gives_unit_spectral_norm(shape):
     assert 1 - 1e-5 <= top <= 1.03, top
 
 
-@pytest.mark.parametrize("kind,impl", [("conv", "xla"), ("conv", "slices"), ("mlp", "xla")])
+@pytest.mark.parametrize(
+    "kind,impl", [("conv", "xla"), ("conv", "slices"), ("conv", "slices_cf"), ("mlp", "xla")]
+)
 def test_spectral_discriminator_ignores_the_scale_of_its_weights(kind, impl):
     key = jax.random.PRNGKey(0)
     x = jax.random.uniform(key, (4, 28, 28, 1), minval=-1, maxval=1)
