@@ -49,10 +49,15 @@ def jax_solver_epoch(batch: int, steps: int) -> Callable[[], None]:
 
 
 def jax_gan_epoch(
-    kind: str, batch: int, steps: int, per_call: int = 1, dtype: str = "float32"
+    kind: str,
+    batch: int,
+    steps: int,
+    per_call: int = 1,
+    dtype: str = "float32",
+    d_chunks: int = 0,
 ) -> Callable[[], None]:
     """A function running one GAN epoch of `steps` batches, as the task loop runs it; `dtype`
-    is the config field `gan_dtype`."""
+    and `d_chunks` are the config fields `gan_dtype` and `d_chunks` (0: auto)."""
     cfg = PRESETS["seed"]
     n = batch * steps
     x = jax.random.uniform(jax.random.PRNGKey(0), (n, 28, 28, 1)) * 2 - 1
@@ -65,7 +70,7 @@ def jax_gan_epoch(
             cfg.latent_dim,
             cfg.gan_lr,
             cfg.gan_beta1,
-            auto_d_chunks(kind),
+            d_chunks or auto_d_chunks(kind),
             dtype=dtype,
         )
     ]
@@ -181,12 +186,12 @@ def matmul_peak(n: int, reps: int = 5, dtype: str = "float32") -> float:
 
 
 MODELS = {
-    "solver": ("solver (MLP 784-400-400-10)", lambda b, s, k: jax_solver_epoch(b, s)),
-    "mlp": ("MLP GAN", lambda b, s, k: jax_gan_epoch("mlp", b, s, k)),
-    "conv": ("conv GAN", lambda b, s, k: jax_gan_epoch("conv", b, s, k)),
+    "solver": ("solver (MLP 784-400-400-10)", lambda b, s, k, c: jax_solver_epoch(b, s)),
+    "mlp": ("MLP GAN", lambda b, s, k, c: jax_gan_epoch("mlp", b, s, k, d_chunks=c)),
+    "conv": ("conv GAN", lambda b, s, k, c: jax_gan_epoch("conv", b, s, k, d_chunks=c)),
     "conv-bf16": (
         "conv GAN, bfloat16 compute",
-        lambda b, s, k: jax_gan_epoch("conv", b, s, k, "bfloat16"),
+        lambda b, s, k, c: jax_gan_epoch("conv", b, s, k, "bfloat16", c),
     ),
 }
 
@@ -210,9 +215,13 @@ def main() -> None:
         default=0,
         help="GAN steps per dispatched program, as the config field gan_scan (0: auto)",
     )
+    p.add_argument(
+        "--d-chunks", type=int, default=0, help="the GANs' config field d_chunks (0: auto)"
+    )
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
     env = environment()
+    env["d_chunks"] = args.d_chunks
     if args.torch:
         import torch
 
@@ -229,7 +238,7 @@ def main() -> None:
         f"# device: {env['device_kind']} x{env['device_count']} ({env['backend']}), "
         f"{env['cpu_cores']} CPU cores, jax {env['packages']['jax']}"
         + (f", torch {env['torch']} on {args.torch_device}" if args.torch else "")
-        + f", {per_call} GAN step(s) per call"
+        + f", {per_call} GAN step(s) per call, d_chunks {args.d_chunks or 'auto'}"
         + f", {time.strftime('%Y-%m-%d')}; median of {args.reps} interleaved repetitions "
         f"of {args.steps} steps after warm-up"
     )
@@ -237,7 +246,7 @@ def main() -> None:
     for batch in (int(b) for b in args.batches.split(",")):
         for model in args.models.split(","):
             label, make = MODELS[model]
-            makers = {"jax": lambda b, s, make=make: make(b, s, per_call)}
+            makers = {"jax": lambda b, s, make=make: make(b, s, per_call, args.d_chunks)}
             if args.torch:
                 makers["torch"] = lambda b, s, m=model: torch_epoch(m, b, s, args.torch_device)
             times = bench(makers, batch, args.steps, args.reps)
