@@ -22,8 +22,11 @@ stage_env
 # #5: 8 seeds vmapped per conv GAN step, in bfloat16: "slices_cf" (new, not yet timed on a
 # GPU: the slices with the feature maps channels first), with its kernel profile, then
 # "slices" (3.49x one seed on an H200, 2026-11-29) paired with it
-stage vmap-slices-cf 100 $PY benchmarks/vmap_steps.py "${VMAP[@]}" --profile 30 \
+DUMP=/tmp/gpu-hlo  # the optimized HLO of its GAN programs, which the kernels are named for
+XLA_FLAGS="--xla_dump_to=$DUMP --xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*step.*_at" \
+  stage vmap-slices-cf 100 $PY benchmarks/vmap_steps.py "${VMAP[@]}" --profile 30 \
   --changes "{\"conv_impl\": \"slices_cf\", $FAST}" --json "$R/vmap-slices_cf.json"
+mkdir -p "$R/hlo"; cp "$DUMP"/*step*_at*after_optimizations.txt "$R/hlo/"; pack
 stage vmap-slices 100 $PY benchmarks/vmap_steps.py "${VMAP[@]}" --profile 30 \
   --changes "{\"conv_impl\": \"slices\", $FAST}" --json "$R/vmap-slices.json"
 # #5: seeds per hour, whole runs of 1 and 8 seeds, with the faster of the two for 8 seeds
