@@ -72,6 +72,21 @@ def depth_to_space_cf(x: jnp.ndarray, r: int = 2) -> jnp.ndarray:
     return x.reshape(c // (r * r), n, h * r, w * r)
 
 
+def shifted_slices(x: jnp.ndarray, kh: int, kw: int, stride: int, axis: int) -> list[jnp.ndarray]:
+    """The kh*kw shifted, strided slices of `x` ("SAME"-padded) that a convolution's taps
+    read, row-major over the taps; `x`'s height and width are axes `axis` and `axis + 1`."""
+    h, w = x.shape[axis : axis + 2]
+    oh, ow = -(-h // stride), -(-w // stride)
+    ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
+    pad = [(0, 0)] * x.ndim
+    pad[axis : axis + 2] = (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)
+    x = jnp.pad(x, pad)
+    lead = (slice(None),) * axis
+    rows = [slice(i, i + stride * (oh - 1) + 1, stride) for i in range(kh)]
+    cols = [slice(j, j + stride * (ow - 1) + 1, stride) for j in range(kw)]
+    return [x[(*lead, r, c)] for r in rows for c in cols]
+
+
 def conv_by_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.ndarray:
     """A "SAME"-padded convolution (no bias) as shifted strided slices of `x`, stacked, times
     the kernel reshaped to a matrix: the same math as `lax.conv_general_dilated`.
@@ -80,15 +95,7 @@ def conv_by_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.
     XLA's backends; this form becomes a batched matrix product (`conv_impl="slices"`).
     """
     kh, kw, cin, cout = kernel.shape
-    _, h, w, _ = x.shape
-    oh, ow = -(-h // stride), -(-w // stride)
-    ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
-    x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-    cols = [
-        x[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    cols = shifted_slices(x, kh, kw, stride, axis=1)
     return jnp.concatenate(cols, -1) @ kernel.reshape(kh * kw * cin, cout)
 
 
@@ -100,15 +107,7 @@ def conv_by_slices_cf(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> j
     and pixels (BatchNorm, bias gradients) run along the last axes (`conv_impl="slices_cf"`).
     """
     kh, kw, cin, cout = kernel.shape
-    _, _, h, w = x.shape
-    oh, ow = -(-h // stride), -(-w // stride)
-    ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
-    x = jnp.pad(x, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
-    cols = [
-        x[:, :, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    cols = shifted_slices(x, kh, kw, stride, axis=2)
     return jnp.tensordot(kernel.reshape(kh * kw * cin, cout), jnp.concatenate(cols, 0), (0, 0))
 
 
