@@ -110,7 +110,7 @@ def profile(fn, steps: int, top: int) -> dict:
                 "ops": sorted(ops)[:3],
                 "per_step": n / steps,
                 "step_s": ns / steps / 1e9,
-            }  # fmt: skip
+            }
             for name, (n, ns, ops) in ranked
         ],
     }
