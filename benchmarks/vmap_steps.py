@@ -31,6 +31,7 @@ import time
 import jax
 import jax.numpy as jnp
 from jax.profiler import ProfileData
+from profile_step import busy_time
 
 from gr_jax import gan, multiseed
 from gr_jax.config import preset
@@ -49,17 +50,6 @@ def _median_seconds(fn, reps: int) -> tuple[float, float]:
         times.append(time.perf_counter() - tick)
     median = statistics.median(times)
     return median, first - median
-
-
-def busy_ns(spans: list[tuple[int, int]]) -> int:
-    """Length of the union of (start, end) intervals."""
-    total, end = 0, None
-    for a, b in sorted(spans):
-        if end is None or a > end:
-            total, end = total + b - a, b
-        elif b > end:
-            total, end = total + b - end, b
-    return total
 
 
 def kernel_events(xplane: str) -> list[tuple[str, str, int, int]]:
@@ -103,7 +93,7 @@ def profile(fn, steps: int, top: int) -> dict:
         "traced_wall_step_s": wall / steps,
         "kernels_per_step": len(events) / steps,
         "kernel_sum_step_s": sum(e[3] for e in events) / steps / 1e9,
-        "busy_step_s": busy_ns([(e[2], e[2] + e[3]) for e in events]) / steps / 1e9,
+        "busy_step_s": busy_time([(e[2], e[2] + e[3]) for e in events]) / steps / 1e9,
         "top": [
             {
                 "kernel": name[:90],
