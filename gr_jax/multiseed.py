@@ -446,8 +446,8 @@ def run(
     beyond = {k: v for k, (v, _) in diff(cfg, replace(cfg, **BEYOND_OFF)).items()}
     if beyond:
         raise ConfigError(
-            f"--seeds runs the original method; run seeds of {', '.join(sorted(beyond))} "
-            f"one at a time (a sweep over --seeds does that)"
+            f"--seeds runs the method with its own settings, not the options beyond it; run "
+            f"seeds of {', '.join(sorted(beyond))} one at a time (a sweep over --seeds does that)"
         )
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: repeated seeds in {seeds}")
