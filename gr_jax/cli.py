@@ -204,11 +204,29 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def jax_started() -> bool:
+    """Whether this process has started a JAX backend (XLA_FLAGS are read then, only then)."""
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # a JAX without it: assume not, as before
+        return False
+
+
 def add_xla_flags(extra: tuple[str, ...]) -> None:
-    """Add `extra` to XLA_FLAGS; to take effect, before JAX starts a backend."""
+    """Add `extra` to XLA_FLAGS; a ConfigError if a flag is new and JAX has started a backend
+    already, where it would do nothing while results.json recorded it as in force."""
     flags = os.environ.get("XLA_FLAGS", "").split()
-    flags += [f for f in extra if f not in flags]
-    os.environ["XLA_FLAGS"] = " ".join(flags)
+    new = [f for f in extra if f not in flags]
+    if new and jax_started():
+        raise ConfigError(
+            f"{' '.join(new)} must be in XLA_FLAGS before JAX starts, and this process has "
+            f"started it already; set XLA_FLAGS in the environment instead"
+        )
+    os.environ["XLA_FLAGS"] = " ".join(flags + new)
 
 
 def enable_compile_cache(path: Path) -> None:
@@ -274,22 +292,31 @@ def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     if not args.no_compile_cache:
         enable_compile_cache(args.compile_cache_dir)
     try:
-        sweep(base, axes, args.seeds, args.out, bars=not args.no_progress)
+        _, diverged = sweep(base, axes, args.seeds, args.out, bars=not args.no_progress)
     except (ConfigError, DataError, RunDirError, DivergenceError) as e:
         print(f"gr-jax: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ngr-jax: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+    if diverged:
+        print(
+            f"gr-jax: {len(diverged)} point(s) diverged and are left out of the summary: "
+            f"{', '.join(diverged)} (each has a diverged.json saying where)",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.deterministic:
-        add_xla_flags(DETERMINISTIC_XLA_FLAGS)
-    add_xla_flags(CPU_CONV_XLA_FLAGS[args.cpu_convs])
+    try:
+        add_xla_flags(DETERMINISTIC_XLA_FLAGS if args.deterministic else ())
+        add_xla_flags(CPU_CONV_XLA_FLAGS[args.cpu_convs])
+    except ConfigError as e:
+        parser.error(str(e))
     if args.command == "sweep":
         return sweep_main(parser, args)
     try:
@@ -304,12 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     manual = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in manual) and not args.distributed:
         parser.error("--coordinator, --num-processes and --process-id go with --distributed")
-    if args.distributed:
-        import jax
-
-        jax.distributed.initialize(*manual)
-    if not args.no_compile_cache:
-        enable_compile_cache(args.compile_cache_dir)
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR")
     out = args.out or Path("runs") / f"{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -318,6 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         seeds = json.loads((out / "seeds.json").read_text())
     if seeds is not None and args.seed is not None:
         parser.error("give either --seed or --seeds")
+    if args.distributed and seeds is None:
+        parser.error("--distributed shares seeds run in one program between hosts: give --seeds")
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize(*manual)
+    if not args.no_compile_cache:
+        enable_compile_cache(args.compile_cache_dir)
     try:
         if seeds is not None:
             return _run_seeds(cfg, seeds, out, args)

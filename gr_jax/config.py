@@ -69,7 +69,7 @@ class Config:
     gan: str = "conv"  # "conv" (DCGAN-like) or "mlp"
     latent_dim: int = 100  # size of the generator's Gaussian input
     gan_width: int = 48  # channels of the conv GAN's last hidden layer (first is 2x)
-    gen_epochs: tuple[int, ...] = (5,)  # one entry for every task, or one per task
+    gen_epochs: tuple[int, ...] = (5,)  # one value for all tasks, or one per task
     # train a generator after the last task too: no later task replays it, but the notebook
     # and studies of the generators look at it; False skips that GAN phase (a run's
     # accuracies are the same, the last checkpoint keeps the generator before it)
@@ -278,6 +278,16 @@ def validate(cfg: Config) -> Config:
             not getattr(cfg, name) or cfg.replay == "generative",
             f"{name} needs replay='generative', got replay={cfg.replay!r}",
         )
+    # with stored images (exact, joint) every row counts as real, so these would do nothing
+    need(
+        cfg.soft_targets == 0.0 or cfg.replay == "generative",
+        f"soft_targets needs replay='generative', got replay={cfg.replay!r}",
+    )
+    need(
+        cfg.replay_weighting == "mix" or cfg.replay == "generative",
+        f"replay_weighting {cfg.replay_weighting!r} needs replay='generative', got "
+        f"replay={cfg.replay!r}",
+    )
     need(
         not cfg.fresh_replay or cfg.solver_batch % 2 == 0,
         f"fresh_replay splits each solver batch in two halves: solver_batch must be even, got {cfg.solver_batch}",

@@ -409,7 +409,7 @@ def train_epoch(
     A Python loop of jitted programs of `steps_per_call` steps each (the rest one by one, so
     an epoch's length never changes a compiled shape). Metrics are returned as device arrays
     from the last step, so no step waits on the host; `on_step(k)` is told of every k steps.
-    The epoch's only host-to-device copies are the explicit ones of its two counters here.
+    The epoch's only host-to-device copies are the explicit ones of its three scalars here.
     """
     perm_key, step_key = epoch_keys(key)
     n, start, no_bad = jax.device_put(tuple(map(np.int32, (n_valid, 0, health.NO_BAD_STEP))))

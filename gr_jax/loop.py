@@ -77,8 +77,9 @@ class TaskData:
 
 @dataclass(frozen=True)
 class TrainSet:
-    """One task's training set in fixed-capacity device arrays: rows [0, n_real) are real,
-    [n_real, n) replay, the rest padding. `soft` holds distillation targets (or None)."""
+    """One task's training set in fixed-capacity device arrays: rows [0, n_real) are real
+    (with `exact` or `joint` replay the stored old images too), [n_real, n) generated replay,
+    the rest padding. `soft` holds distillation targets (or None)."""
 
     x: jnp.ndarray
     y: jnp.ndarray
@@ -241,7 +242,8 @@ def replay_phase(
     """Task t's training set: its real data plus, for t > 0, the replay (n_gen generated images
     labelled by the solver; or stored real images for the baselines).
 
-    Returns the training set and the class counts of its replay.
+    Stored images count as real rows (the replay weighting and soft targets are for generated
+    replay only). Returns the training set and the class counts of its replay.
     """
     real_x, real_y = data.train[t]
     counts = [0] * cfg.num_classes
@@ -322,7 +324,8 @@ def solver_phase(
 ) -> tuple[TrainState, float]:
     """Train the solver (continuing from its weights) on the mix; validation after each epoch.
 
-    Returns the new state and the seconds spent on validation."""
+    Returns the new state and the seconds spent on validation. The epochs donate their input
+    state's buffers, so `previous.solver` is used up: read the returned state, not it."""
     eval_time = 0.0
     s = previous.solver
     for e in tqdm(
@@ -355,7 +358,7 @@ def gan_phase(
     bars: bool,
 ) -> gan.GANState:
     """Reset the GAN (or, with keep_generator, continue from the previous one), then train it
-    on the mix."""
+    on the mix. With keep_generator `previous` is used up (the steps donate its buffers)."""
     init_key, train_key = gan_keys(key)
     g = previous if cfg.keep_generator and t > 0 else new_gan(cfg, init_key)
     if cfg.replay_alignment > 0 and t > 0:
@@ -389,7 +392,8 @@ def run_task(
 ) -> RunState:
     """Task `t` (0-based): generate + label + mix, train the solver, evaluate, reset (or keep)
     and train the generator. Returns the new state; appends this task's rows to `history`
-    (JSON-able)."""
+    (JSON-able). The train steps donate their states' buffers (updated in place, no copies),
+    so `state` is used up: keep the returned state, or a copy made before the call."""
     with timing.compile_seconds() as compile_time:
         new_state = _run_phases(cfg, t, state, data, history, bars)
     history["timings"][-1]["compile"] = compile_time[0]  # part of the phases above
@@ -435,10 +439,13 @@ def prepare_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> No
     write_run_dir(cfg, out, resume)
 
 
-def check_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> None:
-    """Raise RunDirError unless `out` may be used for this run; reads only (so that every
-    process of a multi-host run can check before one of them writes)."""
-    cfg_file = out / "config.json"
+def check_run_dir(
+    cfg: Config, out: Path, resume: bool, overwrite: bool, seeds: list[int] | None = None
+) -> None:
+    """Raise RunDirError unless `out` may be used for this run (`seeds`: a run of those seeds in
+    one program); reads only (so that every process of a multi-host run can check before one of
+    them writes)."""
+    cfg_file, seeds_file = out / "config.json", out / "seeds.json"
     if resume:
         if not cfg_file.exists():
             raise RunDirError(f"--resume: {out} holds no run (no config.json)")
@@ -450,12 +457,32 @@ def check_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> None
         if d:
             lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in d.items())
             raise RunDirError(f"--resume: {out} was run with another config ({lines})")
+        saved_seeds = json.loads(seeds_file.read_text()) if seeds_file.exists() else None
+        if seeds is None and saved_seeds is not None:
+            raise RunDirError(
+                f"--resume: {out} holds seeds {saved_seeds} run in one program; resume it "
+                f"with those --seeds (`gr-jax run --resume --out {out}` reads them)"
+            )
+        if seeds is not None and saved_seeds is None:
+            raise RunDirError(
+                f"--resume: {out} holds a run of one seed, not of seeds in one program; "
+                f"resume it without --seeds"
+            )
+        if seeds is not None and saved_seeds != seeds:
+            raise RunDirError(f"--resume: {out} was run with seeds {saved_seeds}, not {seeds}")
         return
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunDirError(
-            f"{out} already holds files; pass --resume to continue that run or "
-            f"--overwrite to replace it"
-        )
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RunDirError(
+                f"{out} already holds files; pass --resume to continue that run or "
+                f"--overwrite to replace it"
+            )
+        here = Path.cwd().resolve()
+        if not cfg_file.exists() or here == out.resolve() or out.resolve() in here.parents:
+            raise RunDirError(
+                f"--overwrite: {out} is not a gr_jax run directory (no config.json, or it holds "
+                f"the working directory), so it is not deleted; choose another --out"
+            )
 
 
 def write_run_dir(cfg: Config, out: Path, resume: bool) -> None:
@@ -466,6 +493,16 @@ def write_run_dir(cfg: Config, out: Path, resume: bool) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(cfg.to_json())
+
+
+def finished_results(cfg: Config, out: Path) -> dict[str, Any] | None:
+    """The results.json of a finished run of `cfg` in `out` (checked by `check_run_dir`), else
+    None: resuming a finished run returns what it recorded, provenance included."""
+    file = out / "results.json"
+    if not file.exists():
+        return None
+    results = json.loads(file.read_text())
+    return results if results.get("tasks_done") == cfg.num_tasks else None
 
 
 def run(
@@ -480,8 +517,13 @@ def run(
     started = time.perf_counter()
     out = Path(out) if out is not None else None
     if out is not None:
-        prepare_run_dir(cfg, out, resume, overwrite)
-    data = prepare_data(cfg)
+        check_run_dir(cfg, out, resume, overwrite)
+        if resume and (done := finished_results(cfg, out)) is not None:
+            tqdm.write(f"{out} is complete; its results.json is unchanged", file=sys.stderr)
+            return done
+    data = prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
+    if out is not None:
+        write_run_dir(cfg, out, resume)
     state = init_state(cfg)
     b_val, b_test = _accuracies(state.solver, data, cfg)
     history = empty_history(b_val, b_test)

@@ -454,22 +454,22 @@ def run(
     started = time.perf_counter()
     out = Path(out) if out is not None else None
     if out is not None:
-        seeds_file = out / "seeds.json"
-
-        def check() -> None:
-            loop.check_run_dir(cfg, out, resume, overwrite)
-            if resume and seeds_file.exists() and json.loads(seeds_file.read_text()) != seeds:
-                raise loop.RunDirError(
-                    f"--resume: {out} was run with seeds {json.loads(seeds_file.read_text())}, "
-                    f"not {seeds}"
-                )
+        _on_all_processes_then_first(
+            lambda: loop.check_run_dir(cfg, out, resume, overwrite, seeds), lambda: None
+        )
+        if resume:
+            done = [loop.finished_results(replace(cfg, seed=s), out / f"seed={s}") for s in seeds]
+            if all(r is not None for r in done):
+                tqdm.write(f"{out} is complete; its results are unchanged", file=sys.stderr)
+                return done
+    data = loop.prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
+    if out is not None:
 
         def write() -> None:
             loop.write_run_dir(cfg, out, resume)
-            seeds_file.write_text(json.dumps(seeds))
+            (out / "seeds.json").write_text(json.dumps(seeds))
 
-        _on_all_processes_then_first(check, write)
-    data = loop.prepare_data(cfg)
+        _on_all_processes_then_first(lambda: None, write)
     state = shard_seeds(init_states(cfg, seeds))
     p = programs(cfg, loop.capacity(cfg, data))
     solvers = as_programs_take(p, state.solver, len(seeds))

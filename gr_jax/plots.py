@@ -17,8 +17,9 @@ def validation_curves(
     acc = np.array([c["val_accuracy"] for c in curves])
     x = np.arange(1, len(curves) + 1)
     for j in range(acc.shape[1]):
-        first = next(i for i, c in enumerate(curves) if c["task"] == j)
-        ax.plot(x[first:], acc[first:, j], label=f"task {j + 1}")
+        first = next((i for i, c in enumerate(curves) if c["task"] == j), None)
+        if first is not None:  # None: a partial run that has not reached task j yet
+            ax.plot(x[first:], acc[first:, j], label=f"task {j + 1}")
     for i in range(1, len(curves)):
         if curves[i]["task"] != curves[i - 1]["task"]:
             ax.axvline(i + 0.5, color="grey", lw=0.6, ls="--")
@@ -39,9 +40,8 @@ def accuracy_matrix(
         for j in range(r.shape[1]):
             ax.text(j, i, f"{r[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if r[i, j] < 0.6 else "black")  # fmt: skip
-    ticks = range(r.shape[0])
-    ax.set_xticks(ticks, [f"T{j + 1}" for j in ticks])
-    ax.set_yticks(ticks, [f"after T{i + 1}" for i in ticks])
+    ax.set_xticks(range(r.shape[1]), [f"T{j + 1}" for j in range(r.shape[1])])
+    ax.set_yticks(range(r.shape[0]), [f"after T{i + 1}" for i in range(r.shape[0])])
     ax.set_title(title)
     return ax
 

@@ -40,11 +40,13 @@ def git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def cpu_cores() -> int:
+def cpu_cores() -> int | None:
+    """The CPU cores this process may run on (None where the OS does not say)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def environment() -> dict[str, Any]:
+    """What a result's bits depend on besides its config and the code's commit."""
     devices = jax.devices()
     return {
         "packages": {p: _version(p) for p in PACKAGES},
@@ -57,5 +59,7 @@ def environment() -> dict[str, Any]:
         "process_count": jax.process_count(),
         "cpu_cores": cpu_cores(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # how keys are split and folded (what random bits every key gives)
+        "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
         "git_commit": git_commit(),
     }

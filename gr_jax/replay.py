@@ -151,7 +151,7 @@ def fresh_step_at(
     half = batch_size // 2
     idx = jax.lax.dynamic_slice_in_dim(perm, step * half, half)
     k_step = jax.random.fold_in(key, step)
-    k_z, k_y = jax.random.split(k_step)
+    k_z, k_y, k_shift, k_drop = jax.random.split(k_step, 4)
     ys = None
     if class_order is not None:
         ys = class_order[jax.random.randint(k_y, (half,), 0, n_seen)]
@@ -162,10 +162,10 @@ def fresh_step_at(
     soft = None
     if gen_soft is not None:
         soft = jnp.concatenate([jax.nn.one_hot(labels[idx], gen_soft.shape[-1]), gen_soft])
-    if shift > 0:  # a key apart from k_z and k_y, which stay as without shifts
-        x = random_shift(jax.random.fold_in(k_step, 2), x, shift)
+    if shift > 0:
+        x = random_shift(k_shift, x, shift)
     is_replay = jnp.arange(2 * half) >= half
-    drop_key = jax.random.fold_in(k_step, 3) if dropout else None
+    drop_key = k_drop if dropout else None
     loss = ReplayLoss(is_replay, soft, share, temperature or 1.0)
     state, m = train_step(state, x, y, loss, drop_key)
     first_bad = health.note_first_bad(first_bad, step, m["loss"])

@@ -1,8 +1,10 @@
 """Sweeps: one run directory per point of a grid of config values x seeds, resumable.
 
 A point whose directory holds `results.json` is skipped, one with only a partial run is resumed
-from its last checkpoint, so a long sweep can be run in pieces. The summary groups the points
-by everything but the seed: mean and standard deviation of ACC, BWT and FWT (test split).
+from its last checkpoint, so a long sweep can be run in pieces. A point that diverges is
+recorded in its `diverged.json` and skipped from then on (runs are deterministic: it would
+diverge again), so the other points still run. The summary groups the points by everything but
+the seed: mean and (population) standard deviation of ACC, BWT and FWT (test split).
 """
 
 from __future__ import annotations
@@ -44,29 +46,46 @@ def points(base: Config, axes: dict[str, list[Any]], seeds: list[int]) -> list[t
     return out
 
 
-def run_point(cfg: Config, out: Path, bars: bool = True) -> dict:
-    """Results of the run in `out`: read if complete, resumed if partial, else run."""
+DIVERGED = "diverged.json"
+
+
+def run_point(cfg: Config, out: Path, bars: bool = True) -> dict | None:
+    """Results of the run in `out`: read if complete, resumed if partial, else run; None for a
+    point that diverged (now or in an earlier call: `out/diverged.json` says where)."""
+    from gr_jax.health import DivergenceError
     from gr_jax.loop import RunDirError, run
 
-    if (out / "results.json").exists():
-        results = json.loads((out / "results.json").read_text())
-        changed = diff(Config.from_dict(results["config"]), cfg)
-        if changed:
-            raise RunDirError(f"{out} holds a finished run of another config: {changed}")
-        print(f"{out.name}: complete, skipped", file=sys.stderr)
-        return results
+    for name, what in (("results.json", "a finished run"), (DIVERGED, "a diverged run")):
+        if (out / name).exists():
+            record = json.loads((out / name).read_text())
+            changed = diff(Config.from_dict(record["config"]), cfg)
+            if changed:
+                raise RunDirError(f"{out} holds {what} of another config: {changed}")
+            if name == DIVERGED:
+                print(
+                    f"{out.name}: diverged before ({record['error']}), skipped; "
+                    f"delete {out / DIVERGED} to run it again",
+                    file=sys.stderr,
+                )
+                return None
+            print(f"{out.name}: complete, skipped", file=sys.stderr)
+            return record
     resume = (out / "config.json").exists()
     print(f"{out.name}: {'resuming' if resume else 'starting'}", file=sys.stderr)
-    return run(cfg, out, resume=resume, bars=bars)
+    try:
+        return run(cfg, out, resume=resume, bars=bars)
+    except DivergenceError as e:
+        (out / DIVERGED).write_text(json.dumps({"config": cfg.to_dict(), "error": str(e)}))
+        print(f"{out.name}: diverged: {e}; the sweep goes on without it", file=sys.stderr)
+        return None
 
 
 def summarize(results: list[dict], axes: list[str]) -> list[dict]:
     """Rows grouped by the swept fields (all seeds together): mean and std of each metric."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        key = tuple(
-            _text(tuple(v) if isinstance(v, list) else v) for v in (r["config"][a] for a in axes)
-        )
+        cfg = Config.from_dict(r["config"])
+        key = tuple(_text(getattr(cfg, a)) for a in axes)
         groups.setdefault(key, []).append(r)
     rows = []
     for key, runs in groups.items():
@@ -103,10 +122,17 @@ def _cell(v: Any) -> str:
 
 def sweep(
     base: Config, axes: dict[str, list[Any]], seeds: list[int], out: Path, bars: bool = True
-) -> list[dict]:
-    """Run (or skip, or resume) every point, then write the summary; returns its rows."""
+) -> tuple[list[dict], list[str]]:
+    """Run (or skip, or resume) every point, then write the summary of the points that did not
+    diverge; returns its rows and the names of the points that diverged."""
     out.mkdir(parents=True, exist_ok=True)
-    results = [run_point(cfg, out / name, bars) for name, cfg in points(base, axes, seeds)]
+    results, diverged = [], []
+    for name, cfg in points(base, axes, seeds):
+        r = run_point(cfg, out / name, bars)
+        if r is None:
+            diverged.append(name)
+        else:
+            results.append(r)
     rows = summarize(results, list(axes))
     print(write_summary(rows, out))
-    return rows
+    return rows, diverged

@@ -305,6 +305,11 @@ def test_all_options_together_run_end_to_end(tmp_path):
         ({"d_mbdisc": 8, "gan_batch": 8, "d_chunks": 8}, "d_mbdisc needs at least 2"),
         ({"d_mbdisc": -1}, "d_mbdisc must be >= 0"),
         ({"conditional": True, "replay": "none"}, "conditional needs replay='generative'"),
+        ({"soft_targets": 2.0, "replay": "joint"}, "soft_targets needs replay='generative'"),
+        (
+            {"replay_weighting": "tasks", "replay": "exact", "buffer_size": 100},
+            "replay_weighting 'tasks' needs replay='generative'",
+        ),
         ({"fresh_replay": True, "solver_batch": 63}, "even"),
         ({"conditional": 1}, "conditional must be bool"),
         ({"replay_alignment": 1.0}, "replay_alignment needs conditional"),

@@ -63,6 +63,7 @@ def test_every_config_field_has_its_comment_as_help(capsys):
         (["run", "--gen-epochs", "1,2"], "gen_epochs"),
         (["run", "--gen-epochs", "a,b"], "comma-separated integers"),
         (["run", "--resume"], "--resume needs --out"),
+        (["run", "--distributed"], "--distributed shares seeds run in one program"),
     ],
 )
 def test_bad_input_exits_with_a_message(argv, message, capsys):
@@ -70,6 +71,23 @@ def test_bad_input_exits_with_a_message(argv, message, capsys):
         cli.main(argv + ["--no-compile-cache"])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_xla_flags_after_jax_started_are_refused_not_recorded(monkeypatch, capsys):
+    """In a process that has started JAX, `--cpu-convs eigen` could not take effect: refused
+    before any work, and XLA_FLAGS (which results.json records) is left as it was."""
+    import os
+
+    import jax.numpy as jnp
+
+    jnp.ones(1).block_until_ready()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "--preset", "quick", "--cpu-convs", "eigen", "--no-compile-cache"])
+    assert e.value.code == 2 and "before JAX starts" in capsys.readouterr().err
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+    # flags already in force are no change, so that still runs
+    cli.add_xla_flags(("--xla_cpu_enable_fast_math=false",))
 
 
 CONV_HLO = """

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -42,6 +43,7 @@ def test_end_to_end_results(tiny_run):
     assert r["timings"][0]["compile"] > r["timings"][1]["compile"] >= 0
     assert r["memory"]["real_data_bytes_float32_after_task"][1] > 0
     assert r["environment"]["cpu_cores"] >= 1
+    assert isinstance(r["environment"]["jax_threefry_partitionable"], bool)
     saved = json.loads((out / "results.json").read_text())
     assert saved["r_test"] == r["r_test"]
     assert json.loads((out / "config.json").read_text())["n_gen"] == 256
@@ -121,6 +123,58 @@ def test_run_dir_is_never_overwritten_silently(tmp_path):
         loop.prepare_run_dir(cfg, tmp_path / "empty", resume=True, overwrite=False)
     loop.prepare_run_dir(tiny_config(n_gen=512), out, resume=False, overwrite=True)
     assert '"n_gen": 512' in (out / "config.json").read_text()
+
+
+def test_overwrite_deletes_only_a_run_directory(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(RunDirError, match="not a gr_jax run directory"):
+        loop.prepare_run_dir(cfg, notes, resume=False, overwrite=True)
+    assert (notes / "todo.txt").exists()
+    run = tmp_path / "run"
+    loop.prepare_run_dir(cfg, run, resume=False, overwrite=False)
+    monkeypatch.chdir(run)  # a run directory that holds the working directory stays too
+    with pytest.raises(RunDirError, match="not a gr_jax run directory"):
+        loop.prepare_run_dir(cfg, Path("."), resume=False, overwrite=True)
+    assert (run / "config.json").exists()
+
+
+def test_bad_data_stops_before_the_run_it_would_replace_is_deleted(tmp_path):
+    from gr_jax.data import DataError
+
+    out = tmp_path / "run"
+    loop.prepare_run_dir(tiny_config(), out, resume=False, overwrite=False)
+    (out / "results.json").write_text("{}")
+    missing = tiny_config(dataset="mnist", data_dir=str(tmp_path / "no-mnist-here"))
+    with pytest.raises(DataError, match="missing: train-images"):
+        loop.run(missing, out, overwrite=True, bars=False)
+    assert (out / "results.json").read_text() == "{}"
+
+
+def test_resuming_a_finished_run_returns_its_results_unchanged(tiny_run, monkeypatch):
+    out, results = tiny_run
+    before = (out / "results.json").read_text()
+    monkeypatch.setattr(loop, "prepare_data", lambda cfg: pytest.fail("a finished run ran"))
+    assert loop.run(tiny_config(), out, resume=True, bars=False) == json.loads(before)
+    assert (out / "results.json").read_text() == before
+
+
+def test_runs_of_one_seed_and_of_seeds_in_one_program_are_told_apart(tmp_path):
+    cfg = tiny_config()
+    single, several = tmp_path / "single", tmp_path / "several"
+    loop.prepare_run_dir(cfg, single, resume=False, overwrite=False)
+    loop.prepare_run_dir(cfg, several, resume=False, overwrite=False)
+    (several / "seeds.json").write_text("[0, 1]")
+    with pytest.raises(RunDirError, match="run of one seed"):
+        loop.check_run_dir(cfg, single, resume=True, overwrite=False, seeds=[0, 1])
+    with pytest.raises(RunDirError, match=r"seeds \[0, 1\] run in one program"):
+        loop.check_run_dir(cfg, several, resume=True, overwrite=False)
+    with pytest.raises(RunDirError, match=r"with seeds \[0, 1\], not \[0, 2\]"):
+        loop.check_run_dir(cfg, several, resume=True, overwrite=False, seeds=[0, 2])
+    loop.check_run_dir(cfg, several, resume=True, overwrite=False, seeds=[0, 1])
+    loop.check_run_dir(cfg, single, resume=True, overwrite=False)
 
 
 def test_batch_larger_than_a_task_is_refused():

@@ -68,3 +68,31 @@ def test_a_finished_point_of_another_config_is_refused(tmp_path):
     with pytest.raises(RunDirError, match="n_gen"):
         run_point(tiny_config(), out, bars=False)
     assert run_point(other, out, bars=False) == {"config": json.loads(other.to_json())}
+
+
+def test_a_diverging_point_is_recorded_skipped_and_the_rest_runs(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", *TINY, "--gan-lr", "1e30,2e-4", "--seeds", "0", "--out", str(out)]
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "1 point(s) diverged" in err and "gan_lr=1e+30,seed=0" in err
+    bad, good = out / "gan_lr=1e+30,seed=0", out / "gan_lr=0.0002,seed=0"
+    assert "task 1, GAN, epoch 1" in json.loads((bad / "diverged.json").read_text())["error"]
+    assert (good / "results.json").exists() and not (bad / "results.json").exists()
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("0.0002,1,")
+    # the next call skips the diverged point instead of diverging again, and runs nothing
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "diverged before" in err and "complete, skipped" in err and "starting" not in err
+
+
+def test_summary_labels_list_valued_axes_as_the_directories_do():
+    from gr_jax.sweep import summarize
+
+    cfgs = [tiny_config(tasks=t) for t in (((0, 1), (2, 3)), ((0, 1, 2), (3, 4)))]
+    results = [{"config": c.to_dict(), "test": {"acc": 0.5, "bwt": 0.0, "fwt": 0.0}} for c in cfgs]
+    rows = summarize(results, ["tasks"])
+    assert [r["tasks"] for r in rows] == ["0-1/2-3", "0-1-2/3-4"]
+    names = [name for name, _ in points(tiny_config(), {"tasks": [c.tasks for c in cfgs]}, [0])]
+    assert names == ["tasks=0-1/2-3,seed=0", "tasks=0-1-2/3-4,seed=0"]
