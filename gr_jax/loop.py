@@ -534,7 +534,9 @@ def run(
         if done is not None:
             state, history = checkpoints.restore(mngr, done, state)
             tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
+    env = provenance.environment()
     for t in tqdm(range(history["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
+        provenance.warn_if_changed(provenance.note_environment(history, env, t), t)
         state = run_task(cfg, t, state, data, history, bars)
         if mngr is not None:
             tick = time.perf_counter()
@@ -584,5 +586,5 @@ def make_results(
             "replay_buffer_bytes_uint8": stored_bytes(cfg, seen),
         },
         "wall_seconds_this_process": wall,
-        "environment": provenance.environment(),
+        "environment": provenance.environment(),  # this process's; `environments`: each task's
     }

@@ -36,7 +36,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from gr_jax import checkpoints, gan, health, loop, replay, solver, timing
+from gr_jax import checkpoints, gan, health, loop, provenance, replay, solver, timing
 from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
 from gr_jax.loop import RunState, TaskData
 
@@ -487,7 +487,10 @@ def run(
         state = shard_seeds(state)
         histories = meta["histories"]
         tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
+    env = provenance.environment()
     for t in tqdm(range(histories[0]["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
+        changed = [provenance.note_environment(h, env, t) for h in histories]
+        provenance.warn_if_changed(changed[0], t)
         with timing.compile_seconds() as compile_time:
             state = run_task(cfg, t, state, data, histories, bars)
         for h in histories:

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,26 @@ def environment() -> dict[str, Any]:
         "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
         "git_commit": git_commit(),
     }
+
+
+def note_environment(history: dict, env: dict[str, Any], task: int) -> list[str]:
+    """Record in `history["environments"]` that task `task` (0-based) runs in `env`, unless the
+    task before it ran in the same one; returns the fields that changed (a run resumed on
+    another machine, with other flags or other code), for a warning."""
+    envs = history.setdefault("environments", [])
+    last = {k: v for k, v in envs[-1].items() if k != "from_task"} if envs else None
+    if last == env:
+        return []
+    envs.append({"from_task": task + 1, **env})
+    return [] if last is None else sorted(k for k in env if last.get(k) != env[k])
+
+
+def warn_if_changed(changed: list[str], task: int) -> None:
+    """Say on stderr that task `task` (0-based) runs in another environment than the one before."""
+    if changed:
+        print(
+            f"gr_jax: warning: task {task + 1} runs in another environment than task {task} "
+            f"({', '.join(changed)} differ); its results may differ in the last bits from an "
+            f"uninterrupted run's (results.json's `environments` lists each one)",
+            file=sys.stderr,
+        )

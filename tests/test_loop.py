@@ -44,6 +44,7 @@ def test_end_to_end_results(tiny_run):
     assert r["memory"]["real_data_bytes_float32_after_task"][1] > 0
     assert r["environment"]["cpu_cores"] >= 1
     assert isinstance(r["environment"]["jax_threefry_partitionable"], bool)
+    assert r["environments"] == [{"from_task": 1, **r["environment"]}]
     saved = json.loads((out / "results.json").read_text())
     assert saved["r_test"] == r["r_test"]
     assert json.loads((out / "config.json").read_text())["n_gen"] == 256
@@ -109,6 +110,28 @@ def test_resume_after_the_first_task_gives_the_same_results(tmp_path, tiny_run):
     resumed = loop.run(cfg, out, resume=True, bars=False)
     assert resumed["r_test"] == full["r_test"] and resumed["r_val"] == full["r_val"]
     assert resumed["gan_curves"] == full["gan_curves"]
+
+
+def test_a_run_resumed_elsewhere_records_both_environments_and_warns(tmp_path, capsys):
+    from gr_jax import provenance
+
+    cfg = tiny_config()
+    out = tmp_path / "r"
+    loop.prepare_run_dir(cfg, out, resume=False, overwrite=False)
+    data = loop.prepare_data(cfg)
+    state = loop.init_state(cfg)
+    history = loop.empty_history(*loop._accuracies(state.solver, data, cfg))
+    elsewhere = {**provenance.environment(), "xla_flags": "--elsewhere", "cpu_cores": 64}
+    assert provenance.note_environment(history, elsewhere, 0) == []
+    state = loop.run_task(cfg, 0, state, data, history)
+    checkpoints.save(checkpoints.manager(out), 1, state, history)
+    resumed = loop.run(cfg, out, resume=True, bars=False)
+    assert "task 2 runs in another environment than task 1 (cpu_cores, xla_flags differ)" in (
+        capsys.readouterr().err
+    )
+    first, second = resumed["environments"]
+    assert (first["from_task"], first["xla_flags"]) == (1, "--elsewhere")
+    assert second == {"from_task": 2, **resumed["environment"]}
 
 
 def test_run_dir_is_never_overwritten_silently(tmp_path):
