@@ -70,7 +70,7 @@ def jax_gan_epoch(
             cfg.latent_dim,
             cfg.gan_lr,
             cfg.gan_beta1,
-            d_chunks or auto_d_chunks(kind),
+            d_chunks=d_chunks or auto_d_chunks(kind),
             dtype=dtype,
         )
     ]
@@ -165,7 +165,7 @@ def _flops_per_sample(model: str, batch: int) -> float:
             cfg.latent_dim,
             cfg.gan_lr,
             cfg.gan_beta1,
-            auto_d_chunks(model.removesuffix("-bf16")),
+            d_chunks=auto_d_chunks(model.removesuffix("-bf16")),
             dtype="bfloat16" if model.endswith("-bf16") else "float32",
         )
         labels = jnp.zeros((batch,), jnp.int32)

@@ -80,7 +80,7 @@ def step_and_state(model: str, batch: int) -> tuple[Callable, Any, tuple]:
         cfg.latent_dim,
         cfg.gan_lr,
         cfg.gan_beta1,
-        1,
+        d_chunks=1,
     )
     return gan.gan_step, state, (state, x, labels, jax.random.PRNGKey(1))
 

@@ -171,6 +171,7 @@ def create_gan_state(
     latent_dim: int,
     lr: float,
     beta1: float,
+    *,
     d_chunks: int = 1,
     num_classes: int = 0,
     loss: str = "ns",

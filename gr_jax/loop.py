@@ -122,7 +122,7 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         cfg.latent_dim,
         cfg.gan_lr,
         cfg.gan_beta1,
-        cfg.discriminator_chunks,
+        d_chunks=cfg.discriminator_chunks,
         num_classes=cfg.num_classes if cfg.conditional else 0,
         loss=cfg.gan_loss,
         ema=cfg.gan_ema,
@@ -296,12 +296,12 @@ def _solver_epoch(
             key,
             cfg.solver_batch,
             cfg.latent_dim,
-            class_order(cfg) if cfg.conditional else None,
-            n_seen(cfg, t),
-            share,
-            temperature,
-            cfg.solver_shift,
-            cfg.solver_dropout > 0,
+            class_order=class_order(cfg) if cfg.conditional else None,
+            n_seen=n_seen(cfg, t),
+            share=share,
+            temperature=temperature,
+            shift=cfg.solver_shift,
+            dropout=cfg.solver_dropout > 0,
         )
     rows = None
     if train.soft is not None or share is not None:

@@ -182,6 +182,7 @@ def fresh_epoch(
     key: jax.Array,
     batch_size: int,
     latent_dim: int,
+    *,
     class_order: jnp.ndarray | None = None,
     n_seen: int = 0,
     share: jnp.ndarray | None = None,
