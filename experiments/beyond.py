@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from study import (  # noqa: E402
     ROOT,
     fill_results_doc,
     parse_args,
+    run_and_record,
     summarize,
     write_figures,
     write_tables,
@@ -137,16 +137,12 @@ GROUPS = {
 
 
 def run_group(group: str, seeds: list[int], data_dir: str | None) -> None:
-    from gr_jax.sweep import run_point
-
-    for seed in seeds:
-        name = f"{group}-s{seed}"
-        cfg = dataclasses.replace(GROUPS[group](), seed=seed)
-        if data_dir is not None:
-            cfg = dataclasses.replace(cfg, data_dir=data_dir)
-        run_point(cfg, RUNS / name)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(RUNS / name / "results.json", RESULTS / f"{name}.json")
+    data = {} if data_dir is None else {"data_dir": data_dir}
+    runs = [
+        (f"{group}-s{seed}", dataclasses.replace(GROUPS[group](), seed=seed, **data))
+        for seed in seeds
+    ]
+    run_and_record(runs, RUNS, RESULTS)
 
 
 def load_results() -> dict[str, list[dict]]:

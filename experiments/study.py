@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from gr_jax.config import preset
+from gr_jax.config import Config, preset
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "study"
@@ -54,16 +55,30 @@ GROUPS = {
 }
 
 
-def run_group(group: str, seeds: list[int], data_dir: str | None) -> None:
+def run_and_record(runs: list[tuple[str, Config]], run_root: Path, results: Path) -> None:
+    """Run (or resume, or skip) each named run in `run_root/NAME` and copy its results.json to
+    `results/NAME.json`; the runs that diverged are named at the end (exit status 3)."""
     from gr_jax.sweep import run_point
 
-    for seed in seeds:
-        name = f"{group}-s{seed}"
-        cfg = GROUPS[group]()
-        cfg = preset("seed", **{**cfg.to_dict(), "seed": seed, "data_dir": data_dir})
-        run_point(cfg, RUNS / name)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(RUNS / name / "results.json", RESULTS / f"{name}.json")
+    diverged = []
+    for name, cfg in runs:
+        if run_point(cfg, run_root / name) is None:
+            diverged.append(str(run_root / name / "diverged.json"))
+            continue
+        results.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_root / name / "results.json", results / f"{name}.json")
+    if diverged:
+        print(f"diverged, so not recorded: {', '.join(diverged)}", file=sys.stderr)
+        raise SystemExit(3)
+
+
+def run_group(group: str, seeds: list[int], data_dir: str | None) -> None:
+    base = GROUPS[group]().to_dict()
+    runs = [
+        (f"{group}-s{seed}", preset("seed", **{**base, "seed": seed, "data_dir": data_dir}))
+        for seed in seeds
+    ]
+    run_and_record(runs, RUNS, RESULTS)
 
 
 def load_results() -> dict[str, list[dict]]:

@@ -269,8 +269,7 @@ def _resume_hint(out: Path) -> str:
 
 def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from gr_jax.data import DataError
-    from gr_jax.health import DivergenceError
-    from gr_jax.loop import RunDirError
+    from gr_jax.rundir import RunDirError
     from gr_jax.sweep import sweep
 
     grid = {
@@ -293,7 +292,7 @@ def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         enable_compile_cache(args.compile_cache_dir)
     try:
         _, diverged = sweep(base, axes, args.seeds, args.out, bars=not args.no_progress)
-    except (ConfigError, DataError, RunDirError, DivergenceError) as e:
+    except (ConfigError, DataError, RunDirError) as e:  # a point's divergence: `diverged`
         print(f"gr-jax: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -325,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     from gr_jax.data import DataError
     from gr_jax.health import DivergenceError
-    from gr_jax.loop import RunDirError, run
+    from gr_jax.loop import run
     from gr_jax.metrics import format_matrix
+    from gr_jax.rundir import RunDirError
 
     manual = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in manual) and not args.distributed:
@@ -337,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds
     if seeds is None and args.resume and (out / "seeds.json").exists():
         seeds = json.loads((out / "seeds.json").read_text())
+        if args.seed is not None:
+            parser.error(f"{out} holds seeds {seeds} run in one program: resume it without --seed")
     if seeds is not None and args.seed is not None:
         parser.error("give either --seed or --seeds")
     if args.distributed and seeds is None:

@@ -8,9 +8,7 @@ tasks -> loop -> results.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -25,8 +23,8 @@ from flax import struct
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from gr_jax import checkpoints, gan, health, metrics, provenance, replay, solver, timing
-from gr_jax.config import Config, ConfigError, diff, validate
+from gr_jax import checkpoints, gan, health, metrics, provenance, replay, rundir, solver, timing
+from gr_jax.config import Config, ConfigError, validate
 from gr_jax.data import load_splits, task_indices
 
 GAN_CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -45,10 +43,6 @@ def _fault_point(task: int, phase: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif fault == f"{task + 1}:{phase}:int":
         os.kill(os.getpid(), signal.SIGINT)
-
-
-class RunDirError(RuntimeError):
-    """A run directory that cannot be used as asked (exists, belongs to another run, ...)."""
 
 
 class RunState(struct.PyTreeNode):
@@ -433,78 +427,6 @@ def _run_phases(
     return RunState(solver=s, gan=g, key=key)
 
 
-def prepare_run_dir(cfg: Config, out: Path, resume: bool, overwrite: bool) -> None:
-    """Create `out`, or check it belongs to this config when resuming; never overwrite silently."""
-    check_run_dir(cfg, out, resume, overwrite)
-    write_run_dir(cfg, out, resume)
-
-
-def check_run_dir(
-    cfg: Config, out: Path, resume: bool, overwrite: bool, seeds: list[int] | None = None
-) -> None:
-    """Raise RunDirError unless `out` may be used for this run (`seeds`: a run of those seeds in
-    one program); reads only (so that every process of a multi-host run can check before one of
-    them writes)."""
-    cfg_file, seeds_file = out / "config.json", out / "seeds.json"
-    if resume:
-        if not cfg_file.exists():
-            raise RunDirError(f"--resume: {out} holds no run (no config.json)")
-        try:
-            saved = Config.from_dict(json.loads(cfg_file.read_text()))
-        except (ValueError, TypeError) as e:
-            raise RunDirError(f"--resume: {cfg_file} is not a valid gr_jax config: {e}") from e
-        d = diff(saved, cfg)
-        if d:
-            lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in d.items())
-            raise RunDirError(f"--resume: {out} was run with another config ({lines})")
-        saved_seeds = json.loads(seeds_file.read_text()) if seeds_file.exists() else None
-        if seeds is None and saved_seeds is not None:
-            raise RunDirError(
-                f"--resume: {out} holds seeds {saved_seeds} run in one program; resume it "
-                f"with those --seeds (`gr-jax run --resume --out {out}` reads them)"
-            )
-        if seeds is not None and saved_seeds is None:
-            raise RunDirError(
-                f"--resume: {out} holds a run of one seed, not of seeds in one program; "
-                f"resume it without --seeds"
-            )
-        if seeds is not None and saved_seeds != seeds:
-            raise RunDirError(f"--resume: {out} was run with seeds {saved_seeds}, not {seeds}")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RunDirError(
-                f"{out} already holds files; pass --resume to continue that run or "
-                f"--overwrite to replace it"
-            )
-        here = Path.cwd().resolve()
-        if not cfg_file.exists() or here == out.resolve() or out.resolve() in here.parents:
-            raise RunDirError(
-                f"--overwrite: {out} is not a gr_jax run directory (no config.json, or it holds "
-                f"the working directory), so it is not deleted; choose another --out"
-            )
-
-
-def write_run_dir(cfg: Config, out: Path, resume: bool) -> None:
-    """After `check_run_dir`: empty `out` (a new run) and write its config.json."""
-    if resume:
-        return
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json())
-
-
-def finished_results(cfg: Config, out: Path) -> dict[str, Any] | None:
-    """The results.json of a finished run of `cfg` in `out` (checked by `check_run_dir`), else
-    None: resuming a finished run returns what it recorded, provenance included."""
-    file = out / "results.json"
-    if not file.exists():
-        return None
-    results = json.loads(file.read_text())
-    return results if results.get("tasks_done") == cfg.num_tasks else None
-
-
 def run(
     cfg: Config,
     out: str | Path | None = None,
@@ -517,13 +439,13 @@ def run(
     started = time.perf_counter()
     out = Path(out) if out is not None else None
     if out is not None:
-        check_run_dir(cfg, out, resume, overwrite)
-        if resume and (done := finished_results(cfg, out)) is not None:
+        rundir.check(cfg, out, resume, overwrite)
+        if resume and (done := rundir.finished_results(cfg, out)) is not None:
             tqdm.write(f"{out} is complete; its results.json is unchanged", file=sys.stderr)
             return done
     data = prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
     if out is not None:
-        write_run_dir(cfg, out, resume)
+        rundir.create(cfg, out, resume, overwrite)
     state = init_state(cfg)
     b_val, b_test = _accuracies(state.solver, data, cfg)
     history = empty_history(b_val, b_test)
@@ -544,9 +466,9 @@ def run(
             _fault_point(t, "checkpoint")
             history["timings"][-1]["checkpoint"] = time.perf_counter() - tick
 
-    results = make_results(cfg, state, history, data, time.perf_counter() - started)
+    results = make_results(cfg, state, history, data, time.perf_counter() - started, env)
     if out is not None:
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        rundir.write_json(out / "results.json", results)
     return results
 
 
@@ -560,9 +482,15 @@ def stored_bytes(cfg: Config, seen: np.ndarray) -> int:
 
 
 def make_results(
-    cfg: Config, state: RunState, history: dict, data: TaskData, wall: float
+    cfg: Config,
+    state: RunState,
+    history: dict,
+    data: TaskData,
+    wall: float,
+    env: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-able results: matrices, ACC/BWT/FWT, curves, timings, memory, provenance."""
+    """The JSON-able results: matrices, ACC/BWT/FWT, curves, timings, memory, provenance
+    (`env`: this process's `provenance.environment()`, taken when it started the tasks)."""
     seen = np.cumsum([len(y) for _, y in data.train])
     return {
         "config": cfg.to_dict(),
@@ -586,5 +514,6 @@ def make_results(
             "replay_buffer_bytes_uint8": stored_bytes(cfg, seen),
         },
         "wall_seconds_this_process": wall,
-        "environment": provenance.environment(),  # this process's; `environments`: each task's
+        # this process's; `environments`: each task's
+        "environment": env if env is not None else provenance.environment(),
     }

@@ -21,7 +21,6 @@ process runs the same program on its own seeds and gathers the small per-seed me
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from gr_jax import checkpoints, gan, health, loop, provenance, replay, solver, timing
+from gr_jax import checkpoints, gan, health, loop, provenance, replay, rundir, solver, timing
 from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
 from gr_jax.loop import RunState, TaskData
 
@@ -455,21 +454,20 @@ def run(
     out = Path(out) if out is not None else None
     if out is not None:
         _on_all_processes_then_first(
-            lambda: loop.check_run_dir(cfg, out, resume, overwrite, seeds), lambda: None
+            lambda: rundir.check(cfg, out, resume, overwrite, seeds), lambda: None
         )
         if resume:
-            done = [loop.finished_results(replace(cfg, seed=s), out / f"seed={s}") for s in seeds]
+            done = [rundir.finished_results(replace(cfg, seed=s), out / f"seed={s}") for s in seeds]
             if all(r is not None for r in done):
                 tqdm.write(f"{out} is complete; its results are unchanged", file=sys.stderr)
+                if rundir.read_json(out / "summary.json") is None and jax.process_index() == 0:
+                    rundir.write_json(out / "summary.json", summary(done))  # killed before it
                 return done
     data = loop.prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
     if out is not None:
-
-        def write() -> None:
-            loop.write_run_dir(cfg, out, resume)
-            (out / "seeds.json").write_text(json.dumps(seeds))
-
-        _on_all_processes_then_first(lambda: None, write)
+        _on_all_processes_then_first(
+            lambda: None, lambda: rundir.create(cfg, out, resume, overwrite, seeds)
+        )
     state = shard_seeds(init_states(cfg, seeds))
     p = programs(cfg, loop.capacity(cfg, data))
     solvers = as_programs_take(p, state.solver, len(seeds))
@@ -505,14 +503,14 @@ def run(
     wall = time.perf_counter() - started
     one_seed = shapes_of_one_seed(state)
     results = [
-        loop.make_results(replace(cfg, seed=s), one_seed, histories[i], data, wall)
+        loop.make_results(replace(cfg, seed=s), one_seed, histories[i], data, wall, env)
         for i, s in enumerate(seeds)
     ]
     if out is not None and jax.process_index() == 0:  # one writer on multi-host runs
         for s, r in zip(seeds, results):
             (out / f"seed={s}").mkdir(exist_ok=True)
-            (out / f"seed={s}" / "results.json").write_text(json.dumps(r, indent=1))
-        (out / "summary.json").write_text(json.dumps(summary(results), indent=1))
+            rundir.write_json(out / f"seed={s}" / "results.json", r)
+        rundir.write_json(out / "summary.json", summary(results))
     return results
 
 

@@ -71,10 +71,10 @@ def note_environment(history: dict, env: dict[str, Any], task: int) -> list[str]
     task before it ran in the same one; returns the fields that changed (a run resumed on
     another machine, with other flags or other code), for a warning."""
     envs = history.setdefault("environments", [])
-    last = {k: v for k, v in envs[-1].items() if k != "from_task"} if envs else None
+    last = {k: v for k, v in envs[-1].items() if k != "tasks_done_before"} if envs else None
     if last == env:
         return []
-    envs.append({"from_task": task + 1, **env})
+    envs.append({"tasks_done_before": task, **env})
     return [] if last is None else sorted(k for k in env if last.get(k) != env[k])
 
 

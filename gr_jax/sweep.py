@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,73 +51,99 @@ DIVERGED = "diverged.json"
 
 def run_point(cfg: Config, out: Path, bars: bool = True) -> dict | None:
     """Results of the run in `out`: read if complete, resumed if partial, else run; None for a
-    point that diverged (now or in an earlier call: `out/diverged.json` says where)."""
+    point that diverged, now or in an earlier call in the same environment (`out/diverged.json`
+    says where and in what environment; in another one the point runs again: other machines,
+    flags or code round differently)."""
+    from gr_jax import provenance
     from gr_jax.health import DivergenceError
-    from gr_jax.loop import RunDirError, run
+    from gr_jax.loop import run
+    from gr_jax.rundir import RunDirError, read_json, write_json
 
     for name, what in (("results.json", "a finished run"), (DIVERGED, "a diverged run")):
-        if (out / name).exists():
-            record = json.loads((out / name).read_text())
-            changed = diff(Config.from_dict(record["config"]), cfg)
-            if changed:
-                raise RunDirError(f"{out} holds {what} of another config: {changed}")
-            if name == DIVERGED:
-                print(
-                    f"{out.name}: diverged before ({record['error']}), skipped; "
-                    f"delete {out / DIVERGED} to run it again",
-                    file=sys.stderr,
-                )
-                return None
+        record = read_json(out / name)  # None also for a file cut short: the run redoes it
+        if record is None:
+            continue
+        changed = diff(Config.from_dict(record["config"]), cfg)
+        if changed:
+            raise RunDirError(f"{out} holds {what} of another config: {changed}")
+        if name == "results.json":
             print(f"{out.name}: complete, skipped", file=sys.stderr)
             return record
+        env = provenance.environment()
+        if record.get("environment") == env:
+            print(
+                f"{out.name}: diverged before in this environment ({record['error']}), skipped; "
+                f"delete {out / DIVERGED} to run it again",
+                file=sys.stderr,
+            )
+            return None
+        other = sorted(k for k in env if (record.get("environment") or {}).get(k) != env[k])
+        print(
+            f"{out.name}: diverged before in another environment ({', '.join(other)} differ); "
+            f"running it again",
+            file=sys.stderr,
+        )
+        (out / DIVERGED).unlink()
     resume = (out / "config.json").exists()
     print(f"{out.name}: {'resuming' if resume else 'starting'}", file=sys.stderr)
     try:
         return run(cfg, out, resume=resume, bars=bars)
     except DivergenceError as e:
-        (out / DIVERGED).write_text(json.dumps({"config": cfg.to_dict(), "error": str(e)}))
+        record = {"config": cfg.to_dict(), "error": str(e), "environment": provenance.environment()}
+        write_json(out / DIVERGED, record)
         print(f"{out.name}: diverged: {e}; the sweep goes on without it", file=sys.stderr)
         return None
 
 
-def summarize(results: list[dict], axes: list[str]) -> list[dict]:
-    """Rows grouped by the swept fields (all seeds together): mean and std of each metric."""
+def summarize(results: list[dict], axes: list[str], diverged: Sequence[Config] = ()) -> list[dict]:
+    """Rows grouped by the swept fields (all seeds together): the seeds that finished, the mean
+    and (population) std of each metric over them, and, if any point diverged, how many seeds
+    of the group did (a group whose seeds all diverged has no metrics: None)."""
     groups: dict[tuple, list[dict]] = {}
+    failed: dict[tuple, int] = {}
+    key_of = lambda cfg: tuple(_text(getattr(cfg, a)) for a in axes)  # noqa: E731
     for r in results:
-        cfg = Config.from_dict(r["config"])
-        key = tuple(_text(getattr(cfg, a)) for a in axes)
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(key_of(Config.from_dict(r["config"])), []).append(r)
+    for cfg in diverged:
+        groups.setdefault(key_of(cfg), [])
+        failed[key_of(cfg)] = failed.get(key_of(cfg), 0) + 1
     rows = []
     for key, runs in groups.items():
         row: dict[str, Any] = dict(zip(axes, key))
         row["seeds"] = len(runs)
+        if diverged:
+            row["diverged"] = failed.get(key, 0)
         for m in METRICS:
             v = np.array([r["test"][m] for r in runs])
-            row[f"{m}_mean"], row[f"{m}_std"] = float(v.mean()), float(v.std())
+            stats = (float(v.mean()), float(v.std())) if len(v) else (None, None)
+            row[f"{m}_mean"], row[f"{m}_std"] = stats
         rows.append(row)
     return rows
 
 
 def write_summary(rows: list[dict], out: Path) -> str:
     """summary.csv and summary.md in `out`; returns the Markdown table."""
-    if not rows:
-        return ""
     cols = list(rows[0])
     csv = [",".join(cols)] + [",".join(_cell(r[c]) for c in cols) for r in rows]
     (out / "summary.csv").write_text("\n".join(csv) + "\n")
-    axes = [c for c in cols if c != "seeds" and not c.endswith(("_mean", "_std"))]
-    md = ["| " + " | ".join([*axes, "seeds", "ACC", "BWT", "FWT"]) + " |"]
-    md.append("|" + "---|" * (len(axes) + 4))
+    counts = [c for c in ("seeds", "diverged") if c in cols]
+    axes = [c for c in cols if c not in counts and not c.endswith(("_mean", "_std"))]
+    md = ["| " + " | ".join([*axes, *counts, "ACC", "BWT", "FWT"]) + " |"]
+    md.append("|" + "---|" * (len(axes) + len(counts) + 3))
     for r in rows:
-        stats = [f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}" for m in METRICS]
-        md.append("| " + " | ".join([*(str(r[a]) for a in axes), str(r["seeds"]), *stats]) + " |")
+        stats = [
+            "-" if r[f"{m}_mean"] is None else f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}"
+            for m in METRICS
+        ]
+        cells = [*(str(r[a]) for a in axes), *(str(r[c]) for c in counts), *stats]
+        md.append("| " + " | ".join(cells) + " |")
     text = "\n".join(md) + "\n"
     (out / "summary.md").write_text(text)
     return text
 
 
 def _cell(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def sweep(
@@ -130,9 +156,9 @@ def sweep(
     for name, cfg in points(base, axes, seeds):
         r = run_point(cfg, out / name, bars)
         if r is None:
-            diverged.append(name)
+            diverged.append((name, cfg))
         else:
             results.append(r)
-    rows = summarize(results, list(axes))
+    rows = summarize(results, list(axes), [cfg for _, cfg in diverged])
     print(write_summary(rows, out))
-    return rows, diverged
+    return rows, [name for name, _ in diverged]

@@ -47,3 +47,11 @@ def tiny_config(**overrides) -> Config:
 @pytest.fixture
 def tiny() -> Config:
     return tiny_config()
+
+
+def prepare(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False) -> None:
+    """What `loop.run` does with its run directory before the first task (data aside)."""
+    from gr_jax import rundir
+
+    rundir.check(cfg, out, resume, overwrite)
+    rundir.create(cfg, out, resume, overwrite)

@@ -36,3 +36,17 @@ def test_results_files_match_their_groups_configs(module, results):
         saved = Config.from_dict(json.loads(f.read_text())["config"])
         expected = dataclasses.replace(module.GROUPS[group](), seed=saved.seed)
         assert not diff(saved, expected), (f.name, diff(saved, expected))
+
+
+def test_a_diverging_run_is_named_and_the_others_recorded(tmp_path, capsys):
+    from .conftest import tiny_config
+
+    runs = [
+        ("bad-s0", tiny_config(gan="mlp", gan_lr=1e30)),
+        ("good-s0", tiny_config(gan="mlp")),
+    ]
+    with pytest.raises(SystemExit) as e:
+        study.run_and_record(runs, tmp_path / "runs", tmp_path / "results")
+    assert e.value.code == 3
+    assert str(tmp_path / "runs" / "bad-s0" / "diverged.json") in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["good-s0.json"]

@@ -1,14 +1,12 @@
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from gr_jax import checkpoints, loop
-from gr_jax.loop import RunDirError
 
-from .conftest import tiny_config
+from .conftest import prepare, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +42,7 @@ def test_end_to_end_results(tiny_run):
     assert r["memory"]["real_data_bytes_float32_after_task"][1] > 0
     assert r["environment"]["cpu_cores"] >= 1
     assert isinstance(r["environment"]["jax_threefry_partitionable"], bool)
-    assert r["environments"] == [{"from_task": 1, **r["environment"]}]
+    assert r["environments"] == [{"tasks_done_before": 0, **r["environment"]}]
     saved = json.loads((out / "results.json").read_text())
     assert saved["r_test"] == r["r_test"]
     assert json.loads((out / "config.json").read_text())["n_gen"] == 256
@@ -100,7 +98,7 @@ def test_resume_after_the_first_task_gives_the_same_results(tmp_path, tiny_run):
     cfg = tiny_config()
     # stop by hand after task 1, as a killed run would have
     out = tmp_path / "r"
-    loop.prepare_run_dir(cfg, out, resume=False, overwrite=False)
+    prepare(cfg, out, resume=False, overwrite=False)
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
     b_val, b_test = loop._accuracies(state.solver, data, cfg)
@@ -112,12 +110,26 @@ def test_resume_after_the_first_task_gives_the_same_results(tmp_path, tiny_run):
     assert resumed["gan_curves"] == full["gan_curves"]
 
 
+def test_an_environment_is_noted_once_while_it_does_not_change(capsys):
+    from gr_jax import provenance
+
+    env = provenance.environment()
+    history: dict = {}
+    assert provenance.note_environment(history, env, 0) == []
+    history = json.loads(json.dumps(history))  # as a checkpoint's meta comes back
+    for t in (1, 2):
+        changed = provenance.note_environment(history, provenance.environment(), t)
+        provenance.warn_if_changed(changed, t)
+    assert history["environments"] == [{"tasks_done_before": 0, **env}]
+    assert capsys.readouterr().err == ""
+
+
 def test_a_run_resumed_elsewhere_records_both_environments_and_warns(tmp_path, capsys):
     from gr_jax import provenance
 
     cfg = tiny_config()
     out = tmp_path / "r"
-    loop.prepare_run_dir(cfg, out, resume=False, overwrite=False)
+    prepare(cfg, out, resume=False, overwrite=False)
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
     history = loop.empty_history(*loop._accuracies(state.solver, data, cfg))
@@ -130,45 +142,15 @@ def test_a_run_resumed_elsewhere_records_both_environments_and_warns(tmp_path, c
         capsys.readouterr().err
     )
     first, second = resumed["environments"]
-    assert (first["from_task"], first["xla_flags"]) == (1, "--elsewhere")
-    assert second == {"from_task": 2, **resumed["environment"]}
-
-
-def test_run_dir_is_never_overwritten_silently(tmp_path):
-    cfg = tiny_config()
-    out = tmp_path / "r"
-    loop.prepare_run_dir(cfg, out, resume=False, overwrite=False)
-    with pytest.raises(RunDirError, match="--overwrite"):
-        loop.prepare_run_dir(cfg, out, resume=False, overwrite=False)
-    with pytest.raises(RunDirError, match="n_gen: saved 256 vs now 512"):
-        loop.prepare_run_dir(tiny_config(n_gen=512), out, resume=True, overwrite=False)
-    with pytest.raises(RunDirError, match="holds no run"):
-        loop.prepare_run_dir(cfg, tmp_path / "empty", resume=True, overwrite=False)
-    loop.prepare_run_dir(tiny_config(n_gen=512), out, resume=False, overwrite=True)
-    assert '"n_gen": 512' in (out / "config.json").read_text()
-
-
-def test_overwrite_deletes_only_a_run_directory(tmp_path, monkeypatch):
-    cfg = tiny_config()
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "todo.txt").write_text("keep me")
-    with pytest.raises(RunDirError, match="not a gr_jax run directory"):
-        loop.prepare_run_dir(cfg, notes, resume=False, overwrite=True)
-    assert (notes / "todo.txt").exists()
-    run = tmp_path / "run"
-    loop.prepare_run_dir(cfg, run, resume=False, overwrite=False)
-    monkeypatch.chdir(run)  # a run directory that holds the working directory stays too
-    with pytest.raises(RunDirError, match="not a gr_jax run directory"):
-        loop.prepare_run_dir(cfg, Path("."), resume=False, overwrite=True)
-    assert (run / "config.json").exists()
+    assert (first["tasks_done_before"], first["xla_flags"]) == (0, "--elsewhere")
+    assert second == {"tasks_done_before": 1, **resumed["environment"]}
 
 
 def test_bad_data_stops_before_the_run_it_would_replace_is_deleted(tmp_path):
     from gr_jax.data import DataError
 
     out = tmp_path / "run"
-    loop.prepare_run_dir(tiny_config(), out, resume=False, overwrite=False)
+    prepare(tiny_config(), out, resume=False, overwrite=False)
     (out / "results.json").write_text("{}")
     missing = tiny_config(dataset="mnist", data_dir=str(tmp_path / "no-mnist-here"))
     with pytest.raises(DataError, match="missing: train-images"):
@@ -182,22 +164,6 @@ def test_resuming_a_finished_run_returns_its_results_unchanged(tiny_run, monkeyp
     monkeypatch.setattr(loop, "prepare_data", lambda cfg: pytest.fail("a finished run ran"))
     assert loop.run(tiny_config(), out, resume=True, bars=False) == json.loads(before)
     assert (out / "results.json").read_text() == before
-
-
-def test_runs_of_one_seed_and_of_seeds_in_one_program_are_told_apart(tmp_path):
-    cfg = tiny_config()
-    single, several = tmp_path / "single", tmp_path / "several"
-    loop.prepare_run_dir(cfg, single, resume=False, overwrite=False)
-    loop.prepare_run_dir(cfg, several, resume=False, overwrite=False)
-    (several / "seeds.json").write_text("[0, 1]")
-    with pytest.raises(RunDirError, match="run of one seed"):
-        loop.check_run_dir(cfg, single, resume=True, overwrite=False, seeds=[0, 1])
-    with pytest.raises(RunDirError, match=r"seeds \[0, 1\] run in one program"):
-        loop.check_run_dir(cfg, several, resume=True, overwrite=False)
-    with pytest.raises(RunDirError, match=r"with seeds \[0, 1\], not \[0, 2\]"):
-        loop.check_run_dir(cfg, several, resume=True, overwrite=False, seeds=[0, 2])
-    loop.check_run_dir(cfg, several, resume=True, overwrite=False, seeds=[0, 1])
-    loop.check_run_dir(cfg, single, resume=True, overwrite=False)
 
 
 def test_batch_larger_than_a_task_is_refused():

@@ -58,7 +58,7 @@ def test_sweep_rejects_bad_input(extra, message, tmp_path, capsys):
 
 
 def test_a_finished_point_of_another_config_is_refused(tmp_path):
-    from gr_jax.loop import RunDirError
+    from gr_jax.rundir import RunDirError
     from gr_jax.sweep import run_point
 
     out = tmp_path / "p"
@@ -77,14 +77,27 @@ def test_a_diverging_point_is_recorded_skipped_and_the_rest_runs(tmp_path, capsy
     err = capsys.readouterr().err
     assert "1 point(s) diverged" in err and "gan_lr=1e+30,seed=0" in err
     bad, good = out / "gan_lr=1e+30,seed=0", out / "gan_lr=0.0002,seed=0"
-    assert "task 1, GAN, epoch 1" in json.loads((bad / "diverged.json").read_text())["error"]
+    record = json.loads((bad / "diverged.json").read_text())
+    assert "task 1, GAN, epoch 1" in record["error"] and record["environment"]["cpu_cores"] >= 1
     assert (good / "results.json").exists() and not (bad / "results.json").exists()
     rows = (out / "summary.csv").read_text().splitlines()
-    assert len(rows) == 2 and rows[1].startswith("0.0002,1,")
+    assert rows[0].startswith("gan_lr,seeds,diverged,acc_mean")
+    assert rows[1].startswith("0.0002,1,0,0.") and rows[2] == "1e+30,0,1" + "," * 6
+    assert "| 1e+30 | 0 | 1 | - | - | - |" in (out / "summary.md").read_text()
     # the next call skips the diverged point instead of diverging again, and runs nothing
     assert cli.main(argv) == 3
     err = capsys.readouterr().err
-    assert "diverged before" in err and "complete, skipped" in err and "starting" not in err
+    assert "diverged before in this environment" in err and "complete, skipped" in err
+    assert "starting" not in err and "resuming" not in err
+    # in another environment (another machine, flags or commit) it runs again
+    record["environment"]["xla_flags"] = "--elsewhere"
+    (bad / "diverged.json").write_text(json.dumps(record))
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "diverged before in another environment (xla_flags differ); running it again" in err
+    assert json.loads((bad / "diverged.json").read_text())["environment"]["xla_flags"] != (
+        "--elsewhere"
+    )
 
 
 def test_summary_labels_list_valued_axes_as_the_directories_do():

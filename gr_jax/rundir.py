@@ -1,0 +1,149 @@
+"""Run directories: which folder a run may use, and writing its files so that a kill never
+leaves half of one.
+
+A run directory holds `config.json` (written first), `checkpoints/`, and at the end
+`results.json`; seeds run in one program add `seeds.json`, `seed=S/results.json` and
+`summary.json`; a sweep point that diverged, `diverged.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from gr_jax.config import Config, diff
+
+# what gr_jax writes into a run directory: --overwrite deletes a folder holding nothing else
+RUN_FILES = ("config.json", "results.json", "seeds.json", "summary.json", "diverged.json")
+RUN_DIRS = ("checkpoints",)
+
+
+class RunDirError(RuntimeError):
+    """A run directory that cannot be used as asked (exists, belongs to another run, ...)."""
+
+
+def write_text(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write `path` atomically (a temporary file renamed over it), so a reader finds the old
+    file or the new one, never half of one; `exclusive`: a RunDirError if `path` exists."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:
+        if exclusive:
+            try:
+                os.link(tmp, path)  # fails if `path` exists, atomically
+            except FileExistsError as e:
+                raise RunDirError(
+                    f"{path} appeared meanwhile: another process uses {path.parent}"
+                ) from e
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any, exclusive: bool = False) -> None:
+    """`obj` as indented JSON, written atomically (`write_text`)."""
+    write_text(path, json.dumps(obj, indent=1), exclusive)
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in `path`, or None if it is missing or does not parse (a file cut short)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _is_run_dir(out: Path) -> bool:
+    """Whether `out` holds nothing but what gr_jax writes into a run, with its config.json (or,
+    for seeds in one program cut short before it, its seeds.json)."""
+    for entry in out.iterdir():
+        name = entry.name
+        ours = name in RUN_FILES or name.endswith(".tmp") or (entry.is_dir() and name in RUN_DIRS)
+        if not (ours or (entry.is_dir() and name.startswith("seed="))):
+            return False
+    if (out / "config.json").exists():
+        try:
+            Config.from_dict(json.loads((out / "config.json").read_text()))
+            return True
+        except (ValueError, TypeError):
+            return False
+    seeds = read_json(out / "seeds.json")
+    return isinstance(seeds, list) and all(isinstance(s, int) for s in seeds)
+
+
+def check(
+    cfg: Config, out: Path, resume: bool, overwrite: bool, seeds: list[int] | None = None
+) -> None:
+    """Raise RunDirError unless `out` may be used for this run (`seeds`: a run of those seeds in
+    one program); reads only (so that every process of a multi-host run can check before one of
+    them writes)."""
+    cfg_file, seeds_file = out / "config.json", out / "seeds.json"
+    if resume:
+        if not cfg_file.exists():
+            raise RunDirError(f"--resume: {out} holds no run (no config.json)")
+        try:
+            saved = Config.from_dict(json.loads(cfg_file.read_text()))
+        except (ValueError, TypeError) as e:
+            raise RunDirError(f"--resume: {cfg_file} is not a valid gr_jax config: {e}") from e
+        d = diff(saved, cfg)
+        if d:
+            lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in d.items())
+            raise RunDirError(f"--resume: {out} was run with another config ({lines})")
+        saved_seeds = json.loads(seeds_file.read_text()) if seeds_file.exists() else None
+        if seeds is None and saved_seeds is not None:
+            raise RunDirError(
+                f"--resume: {out} holds seeds {saved_seeds} run in one program; resume it "
+                f"with those --seeds (`gr-jax run --resume --out {out}` reads them)"
+            )
+        if seeds is not None and saved_seeds is None:
+            raise RunDirError(
+                f"--resume: {out} holds a run of one seed, not of seeds in one program; "
+                f"resume it without --seeds"
+            )
+        if seeds is not None and saved_seeds != seeds:
+            raise RunDirError(f"--resume: {out} was run with seeds {saved_seeds}, not {seeds}")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RunDirError(
+                f"{out} already holds files; pass --resume to continue that run or "
+                f"--overwrite to replace it"
+            )
+        here = Path.cwd().resolve()
+        if not _is_run_dir(out) or here == out.resolve() or out.resolve() in here.parents:
+            raise RunDirError(
+                f"--overwrite: {out} is not a gr_jax run directory (a config.json and only the "
+                f"files a run writes), or it holds the working directory, so it is not deleted; "
+                f"choose another --out"
+            )
+
+
+def create(
+    cfg: Config, out: Path, resume: bool, overwrite: bool, seeds: list[int] | None = None
+) -> None:
+    """After `check`: for a new run, empty `out` (with `overwrite`, checked again now) and write
+    its seeds.json (seeds in one program), then its config.json, refusing if another process
+    has claimed the folder since."""
+    if resume:
+        return
+    if overwrite and out.exists() and any(out.iterdir()):
+        if not _is_run_dir(out):
+            raise RunDirError(f"--overwrite: {out} changed since it was checked; not deleted")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if seeds is not None:
+        write_json(out / "seeds.json", seeds)
+    write_text(out / "config.json", cfg.to_json(), exclusive=True)
+
+
+def finished_results(cfg: Config, out: Path) -> dict[str, Any] | None:
+    """The results.json of a finished run of `cfg` in `out` (checked by `check`), else None
+    (also for a file cut short by a kill: the run then writes it again from its checkpoint)."""
+    results = read_json(out / "results.json")
+    if isinstance(results, dict) and results.get("tasks_done") == cfg.num_tasks:
+        return results
+    return None

@@ -1,0 +1,114 @@
+"""Run directories: what may be used, replaced or resumed, and files never left half-written."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gr_jax import rundir
+from gr_jax.rundir import RunDirError
+
+from .conftest import prepare, tiny_config
+
+
+def test_run_dir_is_never_overwritten_silently(tmp_path):
+    cfg = tiny_config()
+    out = tmp_path / "r"
+    prepare(cfg, out, resume=False, overwrite=False)
+    with pytest.raises(RunDirError, match="--overwrite"):
+        prepare(cfg, out, resume=False, overwrite=False)
+    with pytest.raises(RunDirError, match="n_gen: saved 256 vs now 512"):
+        prepare(tiny_config(n_gen=512), out, resume=True, overwrite=False)
+    with pytest.raises(RunDirError, match="holds no run"):
+        prepare(cfg, tmp_path / "empty", resume=True, overwrite=False)
+    prepare(tiny_config(n_gen=512), out, resume=False, overwrite=True)
+    assert '"n_gen": 512' in (out / "config.json").read_text()
+
+
+def test_overwrite_deletes_only_a_run_directory(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(RunDirError, match="not a gr_jax run directory"):
+        prepare(cfg, notes, resume=False, overwrite=True)
+    assert (notes / "todo.txt").exists()
+    run = tmp_path / "run"
+    prepare(cfg, run, resume=False, overwrite=False)
+    monkeypatch.chdir(run)  # a run directory that is the working directory stays too
+    with pytest.raises(RunDirError, match="not a gr_jax run directory"):
+        prepare(cfg, Path("."), resume=False, overwrite=True)
+    assert (run / "config.json").exists()
+
+
+def test_runs_of_one_seed_and_of_seeds_in_one_program_are_told_apart(tmp_path):
+    cfg = tiny_config()
+    single, several = tmp_path / "single", tmp_path / "several"
+    prepare(cfg, single, resume=False, overwrite=False)
+    prepare(cfg, several, resume=False, overwrite=False)
+    (several / "seeds.json").write_text("[0, 1]")
+    with pytest.raises(RunDirError, match="run of one seed"):
+        rundir.check(cfg, single, resume=True, overwrite=False, seeds=[0, 1])
+    with pytest.raises(RunDirError, match=r"seeds \[0, 1\] run in one program"):
+        rundir.check(cfg, several, resume=True, overwrite=False)
+    with pytest.raises(RunDirError, match=r"with seeds \[0, 1\], not \[0, 2\]"):
+        rundir.check(cfg, several, resume=True, overwrite=False, seeds=[0, 2])
+    rundir.check(cfg, several, resume=True, overwrite=False, seeds=[0, 1])
+    rundir.check(cfg, single, resume=True, overwrite=False)
+
+
+def test_overwrite_refuses_a_folder_with_other_files_or_a_foreign_config(tmp_path):
+    cfg = tiny_config()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text("{}")  # a valid gr_jax config, but not alone
+    (project / "main.py").write_text("print('mine')")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"model": "resnet"}')
+    for folder in (project, other):
+        with pytest.raises(RunDirError, match="not a gr_jax run directory"):
+            prepare(cfg, folder, overwrite=True)
+    assert (project / "main.py").exists() and (other / "config.json").read_text().startswith("{")
+    inside = tmp_path / "run"  # a run directory that holds the working directory stays too
+    prepare(cfg, inside)
+    (inside / "checkpoints" / "1").mkdir(parents=True)
+    os.chdir(inside / "checkpoints" / "1")
+    try:
+        with pytest.raises(RunDirError, match="holds the working directory"):
+            prepare(cfg, inside, overwrite=True)
+    finally:
+        os.chdir(tmp_path)
+    prepare(tiny_config(n_gen=512), inside, overwrite=True)  # a run directory is replaced
+    assert sorted(p.name for p in inside.iterdir()) == ["config.json"]
+
+
+def test_a_folder_claimed_by_another_process_since_the_check_is_refused(tmp_path):
+    cfg = tiny_config()
+    out = tmp_path / "run"
+    rundir.check(cfg, out, resume=False, overwrite=False)  # both processes find it free
+    rundir.create(cfg, out, resume=False, overwrite=False)  # the first claims it
+    with pytest.raises(RunDirError, match="another process uses"):
+        rundir.create(cfg, out, resume=False, overwrite=False)
+
+
+def test_files_are_replaced_whole_and_a_cut_results_file_reads_as_unfinished(tmp_path):
+    cfg = tiny_config()
+    f = tmp_path / "results.json"
+    rundir.write_json(f, {"tasks_done": cfg.num_tasks, "acc": 0.5})
+    assert rundir.finished_results(cfg, tmp_path) == {"tasks_done": 2, "acc": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temporary left
+    f.write_text(f.read_text()[:10])  # what a kill in a plain write could leave
+    assert rundir.read_json(f) is None and rundir.finished_results(cfg, tmp_path) is None
+    rundir.write_json(f, {"tasks_done": 1})
+    assert rundir.finished_results(cfg, tmp_path) is None  # a run not finished
+    assert json.loads(f.read_text()) == {"tasks_done": 1}
+
+
+def test_a_multiseed_folder_cut_short_before_its_config_can_be_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "seeds.json").write_text("[0, 1]")
+    prepare(tiny_config(), out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
