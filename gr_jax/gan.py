@@ -64,6 +64,9 @@ class Anchor(struct.PyTreeNode):
 
 
 class GANState(struct.PyTreeNode):
+    """A GAN in training: the generator's and the discriminator's train states, and the static
+    settings its step needs (part of the compiled program, not of the pytree's arrays)."""
+
     g: GenState
     d: TrainState
     latent_dim: int = struct.field(pytree_node=False, default=100)

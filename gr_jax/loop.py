@@ -8,8 +8,6 @@ tasks -> loop -> results.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -23,26 +21,23 @@ from flax import struct
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from gr_jax import checkpoints, gan, health, metrics, provenance, replay, rundir, solver, timing
+from gr_jax import (
+    checkpoints,
+    faults,
+    gan,
+    health,
+    metrics,
+    provenance,
+    replay,
+    rundir,
+    solver,
+    timing,
+)
 from gr_jax.config import Config, ConfigError, validate
 from gr_jax.data import load_splits, task_indices
 
 GAN_CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
 GAN_CURVES_OPTIONAL = ("align_loss",)  # with replay alignment, from task 2 on
-
-
-FAULT_ENV = "GR_JAX_FAULT"
-
-
-def _fault_point(task: int, phase: str) -> None:
-    """Fault injection for the resume tests: `GR_JAX_FAULT=TASK:PHASE` (task 1-based) makes the
-    process kill itself with SIGKILL when task TASK reaches PHASE; `TASK:PHASE:int` sends it
-    SIGINT instead (a Ctrl-C that arrives at a known point)."""
-    fault = os.environ.get(FAULT_ENV)
-    if fault == f"{task + 1}:{phase}":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif fault == f"{task + 1}:{phase}:int":
-        os.kill(os.getpid(), signal.SIGINT)
 
 
 class RunState(struct.PyTreeNode):
@@ -109,6 +104,7 @@ def prepare_data(cfg: Config) -> TaskData:
 
 
 def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
+    """A freshly initialised GAN of `cfg`'s architecture and optimiser."""
     return gan.create_gan_state(
         key,
         cfg.gan,
@@ -140,7 +136,7 @@ def n_seen(cfg: Config, t: int) -> int:
     return sum(len(classes) for classes in cfg.tasks[:t])
 
 
-def replay_share(cfg: Config, t: int) -> jnp.ndarray | None:
+def replay_weight_at(cfg: Config, t: int) -> jnp.ndarray | None:
     """The weight of replay in the solver's loss at task t (0-based); None: every example alike."""
     if cfg.replay_weighting == "tasks":
         return jnp.asarray(1.0 - 1.0 / (t + 1), jnp.float32)
@@ -150,6 +146,7 @@ def replay_share(cfg: Config, t: int) -> jnp.ndarray | None:
 
 
 def init_state(cfg: Config) -> RunState:
+    """A run's state before its first task, from `cfg.seed` alone."""
     return state_from_key(cfg, jax.random.PRNGKey(cfg.seed))
 
 
@@ -277,7 +274,7 @@ def _solver_epoch(
 ) -> tuple[TrainState, dict]:
     """One solver epoch on the mix, or, with fresh replay, on the real data plus replay drawn
     in every step from the previous generator and labelled by the previous solver."""
-    share = replay_share(cfg, t)
+    share = replay_weight_at(cfg, t)
     temperature = cfg.soft_targets
     if cfg.fresh_replay and t > 0:
         return replay.fresh_epoch(
@@ -327,7 +324,7 @@ def solver_phase(
     ):
         s, m = _solver_epoch(cfg, t, s, train, previous, jax.random.fold_in(key, e))
         jax.block_until_ready(s)
-        _fault_point(t, "solver")
+        faults.point(t, "solver")
         tick = time.perf_counter()
         health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
         val = solver.task_accuracies(s, data.val_x, data.val_y, data.task_of_class, cfg.num_tasks)
@@ -376,7 +373,7 @@ def gan_phase(
                 steps_per_call=gan.scan_steps(cfg.gan_scan),
             )
             health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
-            _fault_point(t, "gan")
+            faults.point(t, "gan")
             history["gan_curves"].append(gan_curve(t, e, m))
     return jax.block_until_ready(g.unanchored())
 
@@ -400,7 +397,7 @@ def _run_phases(
     key, k_replay, k_solver, k_gan = task_keys(state.key)
     timings: dict[str, float] = {}
 
-    _fault_point(t, "generate")
+    faults.point(t, "generate")
     tick = time.perf_counter()
     train, counts = replay_phase(cfg, t, state, data, k_replay)
     history["replay_class_counts"].append(counts)
@@ -463,7 +460,7 @@ def run(
         if mngr is not None:
             tick = time.perf_counter()
             checkpoints.save(mngr, t + 1, state, history)
-            _fault_point(t, "checkpoint")
+            faults.point(t, "checkpoint")
             history["timings"][-1]["checkpoint"] = time.perf_counter() - tick
 
     results = make_results(cfg, state, history, data, time.perf_counter() - started, env)

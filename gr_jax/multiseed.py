@@ -35,7 +35,18 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from gr_jax import checkpoints, gan, health, loop, provenance, replay, rundir, solver, timing
+from gr_jax import (
+    checkpoints,
+    faults,
+    gan,
+    health,
+    loop,
+    provenance,
+    replay,
+    rundir,
+    solver,
+    timing,
+)
 from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
 from gr_jax.loop import RunState, TaskData
 
@@ -148,6 +159,8 @@ def over_seeds(fn: Callable, in_axes: int | tuple = 0, how: str = "vmap") -> Cal
 
 @functools.cache
 def programs(cfg: Config, capacity: int) -> Programs:
+    """The jitted programs of every phase, mapped over the seed axis as `cfg.seed_axis` says
+    (built once per config and capacity in a process: the same programs, no recompiles)."""
     how = seed_axis(cfg)
     seeds = functools.partial(over_seeds, how=how)
     return Programs(
@@ -350,7 +363,7 @@ def run_task(
     key, k_replay, k_solver, k_gan = p.split(state.key)
     timings: dict[str, float] = {}
 
-    loop._fault_point(t, "generate")
+    faults.point(t, "generate")
     tick = time.perf_counter()
     real_x, real_y = data.train[t]
     x = jnp.asarray(replay.pad_to(real_x, cap))
@@ -376,7 +389,7 @@ def run_task(
     ):
         s, m = p.solver_epoch(s, xs, ys, jnp.asarray(n), p.fold_in(k_solver, e))
         jax.block_until_ready(s)
-        loop._fault_point(t, "solver")
+        faults.point(t, "solver")
         tock = time.perf_counter()
         m = to_host(m)
         health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
@@ -415,7 +428,7 @@ def run_task(
                     bar.update,
                 )
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
-                loop._fault_point(t, "gan")
+                faults.point(t, "gan")
                 for i, h in enumerate(histories):
                     h["gan_curves"].append(loop.gan_curve(t, e, seed_slice(m, i)))
         jax.block_until_ready(g)
@@ -496,7 +509,7 @@ def run(
         if mngr is not None:
             tick = time.perf_counter()
             checkpoints.save(mngr, t + 1, state, {"histories": histories})
-            loop._fault_point(t, "checkpoint")
+            faults.point(t, "checkpoint")
             for h in histories:
                 h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gr_jax import checkpoints, cli, loop
+from gr_jax import checkpoints, cli, faults, loop
 from gr_jax.config import Config, ConfigError
 from gr_jax.health import DivergenceError
 
@@ -37,9 +37,9 @@ def gr_jax(
     command: str = "run",
 ):
     env = dict(os.environ)
-    env.pop(loop.FAULT_ENV, None)
+    env.pop(faults.ENV, None)
     if fault:
-        env[loop.FAULT_ENV] = fault
+        env[faults.ENV] = fault
     cmd = [sys.executable, "-m", "gr_jax.cli", command, "--out", str(out), *extra]
     if cache is not None:
         cmd += ["--compile-cache-dir", str(cache)]
