@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study import RESULTS as STUDY_RESULTS  # noqa: E402
 from study import (  # noqa: E402
     ROOT,
+    exit_if_diverged,
     fill_results_doc,
     parse_args,
     run_and_record,
@@ -136,13 +137,14 @@ GROUPS = {
 }
 
 
-def run_group(group: str, seeds: list[int], data_dir: str | None) -> None:
+def run_group(group: str, seeds: list[int], data_dir: str | None) -> list[str]:
+    """The group's runs for these seeds (see `study.run_and_record`)."""
     data = {} if data_dir is None else {"data_dir": data_dir}
     runs = [
         (f"{group}-s{seed}", dataclasses.replace(GROUPS[group](), seed=seed, **data))
         for seed in seeds
     ]
-    run_and_record(runs, RUNS, RESULTS)
+    return run_and_record(runs, RUNS, RESULTS)
 
 
 def load_results() -> dict[str, list[dict]]:
@@ -169,8 +171,8 @@ def main() -> None:
             changed = {k: v for k, (_, v) in _changes(make()).items()}
             print(f"{g}: {changed}")
     elif args.command == "run":
-        for g in args.groups:
-            run_group(g, [int(s) for s in args.seeds.split(",")], args.data_dir)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        exit_if_diverged([d for g in args.groups for d in run_group(g, seeds, args.data_dir)])
     else:
         groups = load_results()
         rows = summarize(groups)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -55,30 +54,38 @@ GROUPS = {
 }
 
 
-def run_and_record(runs: list[tuple[str, Config]], run_root: Path, results: Path) -> None:
-    """Run (or resume, or skip) each named run in `run_root/NAME` and copy its results.json to
-    `results/NAME.json`; the runs that diverged are named at the end (exit status 3)."""
+def run_and_record(runs: list[tuple[str, Config]], run_root: Path, results: Path) -> list[str]:
+    """Run (or resume, or skip) each named run in `run_root/NAME` and record its results.json as
+    `results/NAME.json`; returns the diverged runs' `diverged.json` files (not recorded)."""
+    from gr_jax.rundir import write_json
     from gr_jax.sweep import run_point
 
     diverged = []
     for name, cfg in runs:
-        if run_point(cfg, run_root / name) is None:
+        r = run_point(cfg, run_root / name)
+        if r is None:
             diverged.append(str(run_root / name / "diverged.json"))
             continue
         results.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_root / name / "results.json", results / f"{name}.json")
-    if diverged:
-        print(f"diverged, so not recorded: {', '.join(diverged)}", file=sys.stderr)
-        raise SystemExit(3)
+        write_json(results / f"{name}.json", r)
+    return diverged
 
 
-def run_group(group: str, seeds: list[int], data_dir: str | None) -> None:
+def run_group(group: str, seeds: list[int], data_dir: str | None) -> list[str]:
+    """The group's runs for these seeds (see `run_and_record`)."""
     base = GROUPS[group]().to_dict()
     runs = [
         (f"{group}-s{seed}", preset("seed", **{**base, "seed": seed, "data_dir": data_dir}))
         for seed in seeds
     ]
-    run_and_record(runs, RUNS, RESULTS)
+    return run_and_record(runs, RUNS, RESULTS)
+
+
+def exit_if_diverged(diverged: list[str]) -> None:
+    """After all groups ran: name the runs that diverged, exit with status 3 if any did."""
+    if diverged:
+        print(f"diverged, so not recorded: {', '.join(diverged)}", file=sys.stderr)
+        raise SystemExit(3)
 
 
 def load_results() -> dict[str, list[dict]]:
@@ -243,8 +250,8 @@ def main() -> None:
         for g in GROUPS:
             print(g)
     elif args.command == "run":
-        for g in args.groups:
-            run_group(g, [int(s) for s in args.seeds.split(",")], args.data_dir)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        exit_if_diverged([d for g in args.groups for d in run_group(g, seeds, args.data_dir)])
     else:
         groups = load_results()
         rows = summarize(groups)

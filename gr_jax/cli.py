@@ -300,8 +300,8 @@ def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         return 130
     if diverged:
         print(
-            f"gr-jax: {len(diverged)} point(s) diverged and are left out of the summary: "
-            f"{', '.join(diverged)} (each has a diverged.json saying where)",
+            f"gr-jax: {len(diverged)} point(s) diverged (counted in the summary's diverged "
+            f"column): {', '.join(diverged)} (each has a diverged.json saying where)",
             file=sys.stderr,
         )
         return 3
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     from gr_jax.health import DivergenceError
     from gr_jax.loop import run
     from gr_jax.metrics import format_matrix
-    from gr_jax.rundir import RunDirError
+    from gr_jax.rundir import RunDirError, read_json
 
     manual = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in manual) and not args.distributed:
@@ -336,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("runs") / f"{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
     seeds = args.seeds
     if seeds is None and args.resume and (out / "seeds.json").exists():
-        seeds = json.loads((out / "seeds.json").read_text())
+        seeds = read_json(out / "seeds.json")
+        if not (isinstance(seeds, list) and all(isinstance(s, int) for s in seeds)):
+            parser.error(f"{out / 'seeds.json'} is not a list of seeds")
         if args.seed is not None:
             parser.error(f"{out} holds seeds {seeds} run in one program: resume it without --seed")
     if seeds is not None and args.seed is not None:

@@ -431,7 +431,10 @@ def run(
     overwrite: bool = False,
     bars: bool = True,
 ) -> dict[str, Any]:
-    """Run the whole experiment; with `out`, checkpoint after every task and write results.json."""
+    """Run the whole experiment; with `out`, checkpoint after every task and write results.json.
+
+    `resume` continues the run in `out` from its last checkpoint (a finished run's results
+    come back as recorded, as JSON types); `overwrite` replaces the run in `out`."""
     cfg = validate(cfg)
     started = time.perf_counter()
     out = Path(out) if out is not None else None

@@ -310,14 +310,23 @@ def shapes_of_one_seed(tree: Any) -> Any:
 def _on_all_processes_then_first(check: Callable[[], None], write: Callable[[], None]) -> None:
     """`check` (read-only, may raise) on every process, then `write` on process 0 only.
 
-    Every process checks the same files before any is written, so all raise or none do."""
+    Every process checks the same files before any is written, so all raise or none do; if
+    `write` fails on process 0, every process raises (none waits for it at a barrier)."""
     check()
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("gr_jax: run dir checked")
+    failed: BaseException | None = None
     if jax.process_index() == 0:
-        write()
+        try:
+            write()
+        except Exception as e:  # told to the others below, then raised here
+            failed = e
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("gr_jax: run dir written")
+        ok = multihost_utils.broadcast_one_to_all(np.int32(failed is None))
+        if not ok and failed is None:
+            raise rundir.RunDirError("process 0 could not prepare the run directory; see its error")
+    if failed is not None:
+        raise failed
 
 
 def _gan_epoch(
@@ -474,7 +483,10 @@ def run(
             if all(r is not None for r in done):
                 tqdm.write(f"{out} is complete; its results are unchanged", file=sys.stderr)
                 if rundir.read_json(out / "summary.json") is None and jax.process_index() == 0:
-                    rundir.write_json(out / "summary.json", summary(done))  # killed before it
+                    try:
+                        rundir.write_json(out / "summary.json", summary(done))  # killed before it
+                    except OSError as e:  # a read-only archive: the results are still there
+                        print(f"gr_jax: warning: no summary.json written: {e}", file=sys.stderr)
                 return done
     data = loop.prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
     if out is not None:

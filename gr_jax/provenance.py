@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -22,23 +24,26 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the checkout gr_jax runs from (with '+dirty' if it has changes), or None."""
+    """The commit of the checkout gr_jax runs from, with '+dirty.' and a hash of the changes
+    if it has any (so two different edits read differently), or None; once per process, the
+    code it imported."""
     root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "HEAD").strip()
+        changes = git("diff", "HEAD")
     except (OSError, subprocess.CalledProcessError):
         return None
-    return head + ("+dirty" if dirty else "")
+    if not changes:
+        return head
+    return f"{head}+dirty.{hashlib.sha256(changes.encode()).hexdigest()[:12]}"
 
 
 def cpu_cores() -> int | None:

@@ -8,9 +8,12 @@ A run directory holds `config.json` (written first), `checkpoints/`, and at the 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ from gr_jax.config import Config, diff
 # what gr_jax writes into a run directory: --overwrite deletes a folder holding nothing else
 RUN_FILES = ("config.json", "results.json", "seeds.json", "summary.json", "diverged.json")
 RUN_DIRS = ("checkpoints",)
+_TMP = re.compile(r"\.[\w.=-]+\.[0-9a-f]{32}\.tmp")  # write_text's temporaries
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV)
 
 
 class RunDirError(RuntimeError):
@@ -28,17 +33,28 @@ class RunDirError(RuntimeError):
 def write_text(path: Path, text: str, exclusive: bool = False) -> None:
     """Write `path` atomically (a temporary file renamed over it), so a reader finds the old
     file or the new one, never half of one; `exclusive`: a RunDirError if `path` exists."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(text)
     try:
-        if exclusive:
-            try:
-                os.link(tmp, path)  # fails if `path` exists, atomically
-            except FileExistsError as e:
+        if not exclusive:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)  # fails if `path` exists, atomically
+        except FileExistsError as e:
+            if os.stat(tmp).st_nlink != 2:  # 2: made, but NFS lost the reply
                 raise RunDirError(
                     f"{path} appeared meanwhile: another process uses {path.parent}"
                 ) from e
-        else:
+        except OSError as e:  # a file system without hard links: claim, then fill
+            if e.errno not in _NO_LINKS:
+                raise
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            except FileExistsError as e2:
+                raise RunDirError(
+                    f"{path} appeared meanwhile: another process uses {path.parent}"
+                ) from e2
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -53,26 +69,35 @@ def read_json(path: Path) -> Any | None:
     """The JSON in `path`, or None if it is missing or does not parse (a file cut short)."""
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, IsADirectoryError, json.JSONDecodeError):
         return None
 
 
+def _ours(entry: Path, top: bool = True) -> bool:
+    """Whether `entry` is something gr_jax writes into a run directory (`top`: at its top)."""
+    name = entry.name
+    if entry.is_file():
+        return bool(_TMP.fullmatch(name)) or name in (RUN_FILES if top else ("results.json",))
+    if top and name in RUN_DIRS:
+        return entry.is_dir()
+    if top and entry.is_dir() and re.fullmatch(r"seed=-?\d+", name):
+        return all(_ours(e, top=False) for e in entry.iterdir())
+    return False
+
+
 def _is_run_dir(out: Path) -> bool:
-    """Whether `out` holds nothing but what gr_jax writes into a run, with its config.json (or,
-    for seeds in one program cut short before it, its seeds.json)."""
-    for entry in out.iterdir():
-        name = entry.name
-        ours = name in RUN_FILES or name.endswith(".tmp") or (entry.is_dir() and name in RUN_DIRS)
-        if not (ours or (entry.is_dir() and name.startswith("seed="))):
-            return False
+    """Whether `out` holds nothing but what gr_jax writes into a run, with its config.json; or,
+    for a run cut short before its config.json was written, nothing but seeds.json and
+    temporaries."""
+    if not all(_ours(e) for e in out.iterdir()):
+        return False
     if (out / "config.json").exists():
         try:
             Config.from_dict(json.loads((out / "config.json").read_text()))
             return True
         except (ValueError, TypeError):
             return False
-    seeds = read_json(out / "seeds.json")
-    return isinstance(seeds, list) and all(isinstance(s, int) for s in seeds)
+    return not (out / "checkpoints").exists()
 
 
 def check(
@@ -109,6 +134,12 @@ def check(
         return
     if out.exists() and any(out.iterdir()):
         if not overwrite:
+            started = (out / "config.json").exists() or (out / "checkpoints").exists()
+            if not started and _is_run_dir(out):
+                raise RunDirError(
+                    f"{out} holds a run cut short before it started (no config.json); pass "
+                    f"--overwrite to start it again"
+                )
             raise RunDirError(
                 f"{out} already holds files; pass --resume to continue that run or "
                 f"--overwrite to replace it"
@@ -136,8 +167,13 @@ def create(
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if seeds is not None:
-        write_json(out / "seeds.json", seeds)
-    write_text(out / "config.json", cfg.to_json(), exclusive=True)
+        write_json(out / "seeds.json", seeds, exclusive=True)
+    try:
+        write_text(out / "config.json", cfg.to_json(), exclusive=True)
+    except BaseException:
+        if seeds is not None:  # ours, written just now: the folder is another process's
+            (out / "seeds.json").unlink(missing_ok=True)
+        raise
 
 
 def finished_results(cfg: Config, out: Path) -> dict[str, Any] | None:

@@ -2,9 +2,11 @@
 
 A point whose directory holds `results.json` is skipped, one with only a partial run is resumed
 from its last checkpoint, so a long sweep can be run in pieces. A point that diverges is
-recorded in its `diverged.json` and skipped from then on (runs are deterministic: it would
-diverge again), so the other points still run. The summary groups the points by everything but
-the seed: mean and (population) standard deviation of ACC, BWT and FWT (test split).
+recorded in its `diverged.json` (where, and in what environment) and the other points still
+run; later calls in the same environment skip it (runs are bitwise repeatable there: it would
+diverge again), in another one they resume it from its last checkpoint. The summary groups the
+points by everything but the seed: mean and (population) standard deviation of ACC, BWT and
+FWT (test split), and how many seeds diverged.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ DIVERGED = "diverged.json"
 def run_point(cfg: Config, out: Path, bars: bool = True) -> dict | None:
     """Results of the run in `out`: read if complete, resumed if partial, else run; None for a
     point that diverged, now or in an earlier call in the same environment (`out/diverged.json`
-    says where and in what environment; in another one the point runs again: other machines,
-    flags or code round differently)."""
+    says where and in what environment; in another one, other machines, flags or code round
+    differently, so the point resumes from its last checkpoint)."""
     from gr_jax import provenance
     from gr_jax.health import DivergenceError
     from gr_jax.loop import run
@@ -69,20 +71,19 @@ def run_point(cfg: Config, out: Path, bars: bool = True) -> dict | None:
         if name == "results.json":
             print(f"{out.name}: complete, skipped", file=sys.stderr)
             return record
-        env = provenance.environment()
-        if record.get("environment") == env:
+        env, then = provenance.environment(), record.get("environment")
+        if then == env:
             print(
-                f"{out.name}: diverged before in this environment ({record['error']}), skipped; "
-                f"delete {out / DIVERGED} to run it again",
+                f"{out.name}: diverged before in this environment ({record.get('error')}), "
+                f"skipped; delete {out / DIVERGED} to run it again",
                 file=sys.stderr,
             )
             return None
-        other = sorted(k for k in env if (record.get("environment") or {}).get(k) != env[k])
-        print(
-            f"{out.name}: diverged before in another environment ({', '.join(other)} differ); "
-            f"running it again",
-            file=sys.stderr,
-        )
+        if then is None:
+            why = "recorded without its environment, by an older gr_jax"
+        else:
+            why = f"in another environment: {', '.join(k for k in env if then.get(k) != env[k])} differ"
+        print(f"{out.name}: diverged before ({why}); resuming it", file=sys.stderr)
         (out / DIVERGED).unlink()
     resume = (out / "config.json").exists()
     print(f"{out.name}: {'resuming' if resume else 'starting'}", file=sys.stderr)
@@ -95,24 +96,19 @@ def run_point(cfg: Config, out: Path, bars: bool = True) -> dict | None:
         return None
 
 
-def summarize(results: list[dict], axes: list[str], diverged: Sequence[Config] = ()) -> list[dict]:
-    """Rows grouped by the swept fields (all seeds together): the seeds that finished, the mean
-    and (population) std of each metric over them, and, if any point diverged, how many seeds
-    of the group did (a group whose seeds all diverged has no metrics: None)."""
-    groups: dict[tuple, list[dict]] = {}
-    failed: dict[tuple, int] = {}
-    key_of = lambda cfg: tuple(_text(getattr(cfg, a)) for a in axes)  # noqa: E731
-    for r in results:
-        groups.setdefault(key_of(Config.from_dict(r["config"])), []).append(r)
-    for cfg in diverged:
-        groups.setdefault(key_of(cfg), [])
-        failed[key_of(cfg)] = failed.get(key_of(cfg), 0) + 1
+def summarize(outcomes: Sequence[tuple[Config, dict | None]], axes: list[str]) -> list[dict]:
+    """Rows grouped by the swept fields (all seeds together, in the grid's order) from each
+    point's (config, results; None if it diverged): the seeds that finished, how many
+    diverged, and the mean and (population) std of each metric over the finished ones (None
+    for a group whose seeds all diverged)."""
+    groups: dict[tuple, list[dict | None]] = {}
+    for cfg, r in outcomes:
+        groups.setdefault(tuple(_text(getattr(cfg, a)) for a in axes), []).append(r)
     rows = []
-    for key, runs in groups.items():
+    for key, outs in groups.items():
+        runs = [r for r in outs if r is not None]
         row: dict[str, Any] = dict(zip(axes, key))
-        row["seeds"] = len(runs)
-        if diverged:
-            row["diverged"] = failed.get(key, 0)
+        row["seeds"], row["diverged"] = len(runs), len(outs) - len(runs)
         for m in METRICS:
             v = np.array([r["test"][m] for r in runs])
             stats = (float(v.mean()), float(v.std())) if len(v) else (None, None)
@@ -122,11 +118,15 @@ def summarize(results: list[dict], axes: list[str], diverged: Sequence[Config] =
 
 
 def write_summary(rows: list[dict], out: Path) -> str:
-    """summary.csv and summary.md in `out`; returns the Markdown table."""
+    """summary.csv and summary.md in `out` (each written whole); returns the Markdown table."""
+    from gr_jax.rundir import write_text
+
+    if not rows:
+        return ""
     cols = list(rows[0])
     csv = [",".join(cols)] + [",".join(_cell(r[c]) for c in cols) for r in rows]
-    (out / "summary.csv").write_text("\n".join(csv) + "\n")
-    counts = [c for c in ("seeds", "diverged") if c in cols]
+    write_text(out / "summary.csv", "\n".join(csv) + "\n")
+    counts = ["seeds", "diverged"]
     axes = [c for c in cols if c not in counts and not c.endswith(("_mean", "_std"))]
     md = ["| " + " | ".join([*axes, *counts, "ACC", "BWT", "FWT"]) + " |"]
     md.append("|" + "---|" * (len(axes) + len(counts) + 3))
@@ -138,7 +138,7 @@ def write_summary(rows: list[dict], out: Path) -> str:
         cells = [*(str(r[a]) for a in axes), *(str(r[c]) for c in counts), *stats]
         md.append("| " + " | ".join(cells) + " |")
     text = "\n".join(md) + "\n"
-    (out / "summary.md").write_text(text)
+    write_text(out / "summary.md", text)
     return text
 
 
@@ -149,16 +149,15 @@ def _cell(v: Any) -> str:
 def sweep(
     base: Config, axes: dict[str, list[Any]], seeds: list[int], out: Path, bars: bool = True
 ) -> tuple[list[dict], list[str]]:
-    """Run (or skip, or resume) every point, then write the summary of the points that did not
-    diverge; returns its rows and the names of the points that diverged."""
+    """Run (or skip, or resume) every point, then write the summary (the diverged points
+    counted in it); returns its rows and the names of the points that diverged."""
     out.mkdir(parents=True, exist_ok=True)
-    results, diverged = [], []
+    outcomes, diverged = [], []
     for name, cfg in points(base, axes, seeds):
         r = run_point(cfg, out / name, bars)
+        outcomes.append((cfg, r))
         if r is None:
-            diverged.append((name, cfg))
-        else:
-            results.append(r)
-    rows = summarize(results, list(axes), [cfg for _, cfg in diverged])
+            diverged.append(name)
+    rows = summarize(outcomes, list(axes))
     print(write_summary(rows, out))
-    return rows, [name for name, _ in diverged]
+    return rows, diverged

@@ -45,8 +45,11 @@ def test_a_diverging_run_is_named_and_the_others_recorded(tmp_path, capsys):
         ("bad-s0", tiny_config(gan="mlp", gan_lr=1e30)),
         ("good-s0", tiny_config(gan="mlp")),
     ]
-    with pytest.raises(SystemExit) as e:
-        study.run_and_record(runs, tmp_path / "runs", tmp_path / "results")
-    assert e.value.code == 3
-    assert str(tmp_path / "runs" / "bad-s0" / "diverged.json") in capsys.readouterr().err
+    diverged = study.run_and_record(runs, tmp_path / "runs", tmp_path / "results")
+    assert diverged == [str(tmp_path / "runs" / "bad-s0" / "diverged.json")]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["good-s0.json"]
+    recorded = json.loads((tmp_path / "results" / "good-s0.json").read_text())
+    assert recorded == json.loads((tmp_path / "runs" / "good-s0" / "results.json").read_text())
+    with pytest.raises(SystemExit) as e:
+        study.exit_if_diverged(diverged)
+    assert e.value.code == 3 and diverged[0] in capsys.readouterr().err

@@ -85,6 +85,13 @@ def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
         cli.main(argv[:-6] + ["--seeds", "3-4", "--resume", "--out", str(out), "--no-progress"])
         == 2
     )
+    # resuming it as it is returns its results unchanged, and writes a summary killed before it
+    before = {s: (out / f"seed={s}" / "results.json").read_text() for s in (3, 4, 5)}
+    (out / "summary.json").unlink()
+    resume = ["run", "--resume", "--out", str(out), "--no-progress", "--no-compile-cache"]
+    assert cli.main(resume) == 0
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert before == {s: (out / f"seed={s}" / "results.json").read_text() for s in (3, 4, 5)}
 
 
 def test_baselines_are_refused():

@@ -115,7 +115,7 @@ def test_a_sweep_killed_inside_a_point_resumes_that_point_bitwise(reference, tmp
     assert again.returncode == 0, again.stderr
     assert "seed=0: resuming" in again.stderr
     same_results(ref, sweep / "seed=0")
-    assert (sweep / "summary.csv").read_text().splitlines()[0].startswith("seeds,acc_mean")
+    assert (sweep / "summary.csv").read_text().splitlines()[0].startswith("seeds,diverged,acc_mean")
 
 
 def test_seeds_in_one_program_killed_resume_to_the_single_seed_run(reference, tmp_path):

@@ -1,5 +1,6 @@
 """Run directories: what may be used, replaced or resumed, and files never left half-written."""
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_runs_of_one_seed_and_of_seeds_in_one_program_are_told_apart(tmp_path):
     rundir.check(cfg, single, resume=True, overwrite=False)
 
 
-def test_overwrite_refuses_a_folder_with_other_files_or_a_foreign_config(tmp_path):
+def test_overwrite_refuses_a_folder_with_other_files_or_a_foreign_config(tmp_path, monkeypatch):
     cfg = tiny_config()
     project = tmp_path / "project"
     project.mkdir()
@@ -74,23 +75,81 @@ def test_overwrite_refuses_a_folder_with_other_files_or_a_foreign_config(tmp_pat
     inside = tmp_path / "run"  # a run directory that holds the working directory stays too
     prepare(cfg, inside)
     (inside / "checkpoints" / "1").mkdir(parents=True)
-    os.chdir(inside / "checkpoints" / "1")
-    try:
-        with pytest.raises(RunDirError, match="holds the working directory"):
+    monkeypatch.chdir(inside / "checkpoints" / "1")
+    with pytest.raises(RunDirError, match="holds the working directory"):
+        prepare(cfg, inside, overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    for foreign in ("notes.tmp/thesis.tex", "seed=notes/todo.txt", "seed=0/todo.txt"):
+        (inside / foreign).parent.mkdir()
+        (inside / foreign).write_text("mine")
+        with pytest.raises(RunDirError, match="not a gr_jax run directory"):
             prepare(cfg, inside, overwrite=True)
-    finally:
-        os.chdir(tmp_path)
+        (inside / foreign).unlink()
+        (inside / foreign).parent.rmdir()
     prepare(tiny_config(n_gen=512), inside, overwrite=True)  # a run directory is replaced
     assert sorted(p.name for p in inside.iterdir()) == ["config.json"]
 
 
-def test_a_folder_claimed_by_another_process_since_the_check_is_refused(tmp_path):
+def test_a_folder_claimed_by_another_process_since_the_check_is_refused(tmp_path, monkeypatch):
     cfg = tiny_config()
     out = tmp_path / "run"
     rundir.check(cfg, out, resume=False, overwrite=False)  # both processes find it free
-    rundir.create(cfg, out, resume=False, overwrite=False)  # the first claims it
+    rundir.create(cfg, out, resume=False, overwrite=False, seeds=[0, 1])  # the first claims it
     with pytest.raises(RunDirError, match="another process uses"):
-        rundir.create(cfg, out, resume=False, overwrite=False)
+        rundir.create(cfg, out, resume=False, overwrite=False, seeds=[2, 3])
+    assert json.loads((out / "seeds.json").read_text()) == [0, 1]  # the first's, untouched
+    # a single-seed run that wins the race to config.json: the loser's seeds.json goes again
+    other = tmp_path / "other"
+    real_link = os.link
+
+    def racer_first(src, dst):
+        if Path(dst).name == "config.json":
+            Path(dst).write_text("{}")
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", racer_first)
+    with pytest.raises(RunDirError, match="another process uses"):
+        rundir.create(cfg, other, resume=False, overwrite=False, seeds=[2, 3])
+    assert sorted(p.name for p in other.iterdir()) == ["config.json"]
+    assert (other / "config.json").read_text() == "{}"
+
+
+def test_without_hard_links_a_file_is_still_claimed_once(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    rundir.write_text(tmp_path / "config.json", "first", exclusive=True)
+    with pytest.raises(RunDirError, match="appeared meanwhile"):
+        rundir.write_text(tmp_path / "config.json", "second", exclusive=True)
+    assert (tmp_path / "config.json").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_a_kill_during_a_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    f = tmp_path / "results.json"
+    rundir.write_json(f, {"tasks_done": 1})
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # the process stops between writing and renaming
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.write_json(f, {"tasks_done": 2, "much": "more" * 1000})
+    assert json.loads(f.read_text()) == {"tasks_done": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_folder_cut_short_before_its_config_says_so_and_can_be_overwritten(tmp_path):
+    cfg = tiny_config()
+    for leftover in ("seeds.json", ".config.json.0123456789abcdef0123456789abcdef.tmp"):
+        out = tmp_path / leftover.strip(".")
+        out.mkdir()
+        (out / leftover).write_text("[0, 1]")
+        with pytest.raises(RunDirError, match="cut short before it started"):
+            prepare(cfg, out)
+        prepare(cfg, out, overwrite=True)
+        assert sorted(p.name for p in out.iterdir()) == ["config.json"]
 
 
 def test_files_are_replaced_whole_and_a_cut_results_file_reads_as_unfinished(tmp_path):
@@ -104,11 +163,3 @@ def test_files_are_replaced_whole_and_a_cut_results_file_reads_as_unfinished(tmp
     rundir.write_json(f, {"tasks_done": 1})
     assert rundir.finished_results(cfg, tmp_path) is None  # a run not finished
     assert json.loads(f.read_text()) == {"tasks_done": 1}
-
-
-def test_a_multiseed_folder_cut_short_before_its_config_can_be_overwritten(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "seeds.json").write_text("[0, 1]")
-    prepare(tiny_config(), out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json"]

@@ -33,8 +33,8 @@ def test_sweep_runs_skips_and_summarizes(tmp_path, capsys):
         dirs == [f"n_gen={n},seed={s}" for n in (128, 64) for s in (0, 1)][::-1] or len(dirs) == 4
     )
     rows = (out / "summary.csv").read_text().splitlines()
-    assert rows[0].startswith("n_gen,seeds,acc_mean") and len(rows) == 3
-    assert "| n_gen | seeds | ACC | BWT | FWT |" in (out / "summary.md").read_text()
+    assert rows[0].startswith("n_gen,seeds,diverged,acc_mean") and len(rows) == 3
+    assert "| n_gen | seeds | diverged | ACC | BWT | FWT |" in (out / "summary.md").read_text()
     first = json.loads((out / "n_gen=64,seed=1" / "results.json").read_text())
     assert first["config"]["n_gen"] == 64 and first["config"]["seed"] == 1
     # a second call finds every point complete and runs nothing
@@ -81,8 +81,8 @@ def test_a_diverging_point_is_recorded_skipped_and_the_rest_runs(tmp_path, capsy
     assert "task 1, GAN, epoch 1" in record["error"] and record["environment"]["cpu_cores"] >= 1
     assert (good / "results.json").exists() and not (bad / "results.json").exists()
     rows = (out / "summary.csv").read_text().splitlines()
-    assert rows[0].startswith("gan_lr,seeds,diverged,acc_mean")
-    assert rows[1].startswith("0.0002,1,0,0.") and rows[2] == "1e+30,0,1" + "," * 6
+    assert rows[0].startswith("gan_lr,seeds,diverged,acc_mean")  # rows in the grid's order
+    assert rows[1] == "1e+30,0,1" + "," * 6 and rows[2].startswith("0.0002,1,0,0.")
     assert "| 1e+30 | 0 | 1 | - | - | - |" in (out / "summary.md").read_text()
     # the next call skips the diverged point instead of diverging again, and runs nothing
     assert cli.main(argv) == 3
@@ -94,7 +94,7 @@ def test_a_diverging_point_is_recorded_skipped_and_the_rest_runs(tmp_path, capsy
     (bad / "diverged.json").write_text(json.dumps(record))
     assert cli.main(argv) == 3
     err = capsys.readouterr().err
-    assert "diverged before in another environment (xla_flags differ); running it again" in err
+    assert "diverged before (in another environment: xla_flags differ); resuming it" in err
     assert json.loads((bad / "diverged.json").read_text())["environment"]["xla_flags"] != (
         "--elsewhere"
     )
@@ -105,7 +105,21 @@ def test_summary_labels_list_valued_axes_as_the_directories_do():
 
     cfgs = [tiny_config(tasks=t) for t in (((0, 1), (2, 3)), ((0, 1, 2), (3, 4)))]
     results = [{"config": c.to_dict(), "test": {"acc": 0.5, "bwt": 0.0, "fwt": 0.0}} for c in cfgs]
-    rows = summarize(results, ["tasks"])
+    rows = summarize(list(zip(cfgs, results)), ["tasks"])
     assert [r["tasks"] for r in rows] == ["0-1/2-3", "0-1-2/3-4"]
     names = [name for name, _ in points(tiny_config(), {"tasks": [c.tasks for c in cfgs]}, [0])]
     assert names == ["tasks=0-1/2-3,seed=0", "tasks=0-1-2/3-4,seed=0"]
+
+
+def test_a_diverged_record_from_an_older_gr_jax_is_resumed_and_said_so(tmp_path, capsys):
+    from gr_jax.sweep import DIVERGED, run_point
+
+    cfg = tiny_config(gan="mlp", gan_lr=1e30, tasks=((0, 1),))
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / DIVERGED).write_text(json.dumps({"config": cfg.to_dict(), "error": "task 1"}))
+    assert run_point(cfg, out, bars=False) is None  # diverges again, now recorded in full
+    assert "recorded without its environment, by an older gr_jax); resuming it" in (
+        capsys.readouterr().err
+    )
+    assert "environment" in json.loads((out / DIVERGED).read_text())
