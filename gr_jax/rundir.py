@@ -34,7 +34,10 @@ def write_text(path: Path, text: str, exclusive: bool = False) -> None:
     """Write `path` atomically (a temporary file renamed over it), so a reader finds the old
     file or the new one, never half of one; `exclusive`: a RunDirError if `path` exists."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename: a power loss leaves no empty file
     try:
         if not exclusive:
             os.replace(tmp, path)

@@ -133,11 +133,14 @@ def test_a_kill_during_a_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     def killed(src, dst):
         raise KeyboardInterrupt  # the process stops between writing and renaming
 
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_size))
     monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         rundir.write_json(f, {"tasks_done": 2, "much": "more" * 1000})
     assert json.loads(f.read_text()) == {"tasks_done": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    assert synced and synced[0] > 4000  # the new content reached the disk before any rename
 
 
 def test_a_folder_cut_short_before_its_config_says_so_and_can_be_overwritten(tmp_path):
