@@ -137,8 +137,7 @@ def check(
         return
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            started = (out / "config.json").exists() or (out / "checkpoints").exists()
-            if not started and _is_run_dir(out):
+            if not cfg_file.exists() and _is_run_dir(out):  # seeds.json or temporaries only
                 raise RunDirError(
                     f"{out} holds a run cut short before it started (no config.json); pass "
                     f"--overwrite to start it again"
