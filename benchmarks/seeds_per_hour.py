@@ -6,9 +6,10 @@
 `--changes` sets config fields (JSON), e.g. '{"seed_axis": "vmap"}' to vmap the seeds on a CPU.
 
 Each K runs the whole task loop once for seeds 0..K-1, after one untimed K=1 warm-up run, and
-reports wall seconds, the part spent compiling (each K > 1 compiles its own programs: the seed
-axis is part of their shapes; small on CPU, most of a run on a GPU), seeds per hour and the
-cost of K seeds relative to one, with and without compiling. Run it alone on the machine.
+reports wall seconds, the part spent compiling (anywhere in the run; each K > 1 compiles its own
+programs: the seed axis is part of their shapes; small on CPU, most of a run on a GPU), seeds
+per hour, the cost of K seeds relative to one, with and without compiling, and seconds by
+phase. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import time
 
 import jax
 
-from gr_jax import multiseed
+from gr_jax import multiseed, timing
 from gr_jax.config import preset
 from gr_jax.provenance import environment
+
+PHASES = ("generate", "solver", "evaluate", "gan", "compile")
 
 
 def main() -> None:
@@ -43,10 +46,12 @@ def main() -> None:
     rows = []
     for k in ks:
         tick = time.perf_counter()
-        results = multiseed.run(cfg, list(range(k)), bars=False)
+        with timing.compile_seconds() as compiling:  # in the tasks and before them
+            results = multiseed.run(cfg, list(range(k)), bars=False)
         wall = time.perf_counter() - tick
         acc = [r["test"]["acc"] for r in results]
-        compile_s = sum(t.get("compile", 0.0) for t in results[0]["timings"])
+        compile_s = compiling[0]
+        phases = {ph: sum(t.get(ph, 0.0) for t in results[0]["timings"]) for ph in PHASES}
         rows.append(
             {
                 "k": k,
@@ -55,6 +60,7 @@ def main() -> None:
                 "seeds_per_hour": 3600 * k / wall,
                 "seeds_per_hour_compiled": 3600 * k / (wall - compile_s),
                 "acc": acc,
+                "phases": phases,
             }
         )
         print(
@@ -76,6 +82,14 @@ def main() -> None:
         print(f"| {r['k']} | {r['seconds']:.0f} | {r['compile_seconds']:.0f} | "
               f"{r['seeds_per_hour']:.1f} | {r['cost_vs_one']:.2f}x | "
               f"{r['cost_vs_one_compiled']:.2f}x |")  # fmt: skip
+    print("\nSeconds by phase over all tasks (compile: the part of them spent compiling; "
+          "other: the rest of the wall time: data loading, initial states and evaluation, "
+          "their compiling included)\n| K seeds | " + " | ".join(PHASES) + " | other |\n"
+          + "|---" * (len(PHASES) + 2) + "|")  # fmt: skip
+    for r in rows:
+        summed = sum(v for ph, v in r["phases"].items() if ph != "compile")
+        cells = " | ".join(f"{r['phases'][ph]:.1f}" for ph in PHASES)
+        print(f"| {r['k']} | {cells} | {r['seconds'] - summed:.1f} |")
     if args.json:
         out = {"config": cfg.to_dict(), "rows": rows, "environment": environment()}
         with open(args.json, "w") as f:

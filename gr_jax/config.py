@@ -20,7 +20,7 @@ GANS = ("conv", "mlp")
 REPLAYS = ("generative", "none", "exact", "joint")
 WEIGHTINGS = ("mix", "tasks", "fixed")
 GAN_LOSSES = ("ns", "hinge")
-CONV_IMPLS = ("xla", "slices", "slices_cf")
+CONV_IMPLS = ("xla", "slices")
 SEED_AXES = ("auto", "vmap", "unroll")
 GAN_DTYPES = ("float32", "bfloat16")
 SOLVER_HEADS = ("linear", "cosine")
@@ -96,11 +96,9 @@ class Config:
     d_spectral: bool = False
     # GAN steps per dispatched program (a lax.scan); 0 = auto: 1 on CPU, 50 on accelerators
     gan_scan: int = 0
-    # how the conv GAN computes its convolutions: "xla" (XLA's convolution), "slices"
+    # how the conv GAN computes its convolutions: "xla" (XLA's convolution) or "slices"
     # (shifted slices times a matrix: the same math, rounded differently; vmapped over seeds
     # it is a batched matrix product instead of a grouped convolution, see reproducibility.md)
-    # or "slices_cf" (the same with the feature maps channels first, (C, N, H, W): each slice
-    # a contiguous block of the stack, for GPUs; see benchmarks/README.md, H200 2026-11-29)
     conv_impl: str = "xla"
     # how `--seeds` runs its seeds in one program: "vmap" (jax.vmap over the seed axis: batched
     # kernels, for accelerators), "unroll" (each seed's own kernels, side by side in the one

@@ -8,6 +8,7 @@ term <embed(y), features> to its logit (Miyato & Koyama 2018), which costs almos
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -64,29 +65,6 @@ def depth_to_space(x: jnp.ndarray, r: int = 2) -> jnp.ndarray:
     return x.reshape(n, h * r, w * r, c_out)
 
 
-def depth_to_space_cf(x: jnp.ndarray, r: int = 2) -> jnp.ndarray:
-    """`depth_to_space` in the channels-first layout: (r*r*C, N, H, W) -> (C, N, r*H, r*W)."""
-    c, n, h, w = x.shape
-    x = x.reshape(r, r, c // (r * r), n, h, w)
-    x = x.transpose(2, 3, 4, 0, 5, 1)
-    return x.reshape(c // (r * r), n, h * r, w * r)
-
-
-def shifted_slices(x: jnp.ndarray, kh: int, kw: int, stride: int, axis: int) -> list[jnp.ndarray]:
-    """The kh*kw shifted, strided slices of `x` ("SAME"-padded) that a convolution's taps
-    read, row-major over the taps; `x`'s height and width are axes `axis` and `axis + 1`."""
-    h, w = x.shape[axis : axis + 2]
-    oh, ow = -(-h // stride), -(-w // stride)
-    ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
-    pad = [(0, 0)] * x.ndim
-    pad[axis : axis + 2] = (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)
-    x = jnp.pad(x, pad)
-    lead = (slice(None),) * axis
-    rows = [slice(i, i + stride * (oh - 1) + 1, stride) for i in range(kh)]
-    cols = [slice(j, j + stride * (ow - 1) + 1, stride) for j in range(kw)]
-    return [x[(*lead, r, c)] for r in rows for c in cols]
-
-
 def conv_by_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.ndarray:
     """A "SAME"-padded convolution (no bias) as shifted strided slices of `x`, stacked, times
     the kernel reshaped to a matrix: the same math as `lax.conv_general_dilated`.
@@ -95,20 +73,16 @@ def conv_by_slices(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.
     XLA's backends; this form becomes a batched matrix product (`conv_impl="slices"`).
     """
     kh, kw, cin, cout = kernel.shape
-    cols = shifted_slices(x, kh, kw, stride, axis=1)
+    _, h, w, _ = x.shape
+    oh, ow = -(-h // stride), -(-w // stride)
+    ph, pw = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
+    x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    cols = [
+        x[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     return jnp.concatenate(cols, -1) @ kernel.reshape(kh * kw * cin, cout)
-
-
-def conv_by_slices_cf(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.ndarray:
-    """`conv_by_slices` in the channels-first layout (C, N, H, W), input and output.
-
-    Why: stacked along the first axis, each slice is one contiguous block of the stack, where
-    channels-last interleaves the slices' channels pixel by pixel; and the sums over images
-    and pixels (BatchNorm, bias gradients) run along the last axes (`conv_impl="slices_cf"`).
-    """
-    kh, kw, cin, cout = kernel.shape
-    cols = shifted_slices(x, kh, kw, stride, axis=2)
-    return jnp.tensordot(kernel.reshape(kh * kw * cin, cout), jnp.concatenate(cols, 0), (0, 0))
 
 
 SPECTRAL_ITERS = 20
@@ -137,9 +111,8 @@ def spectral_normalize(w: jnp.ndarray, iters: int = SPECTRAL_ITERS) -> jnp.ndarr
 
 class KernelConv(nn.Module):
     """`nn.Conv` with "SAME" padding (same parameters: names, shapes, initialisers) computed by
-    `impl` ("slices": `conv_by_slices`; "slices_cf": `conv_by_slices_cf`, its input and output
-    channels first; "xla": XLA's convolution), its kernel spectrally normalised first if
-    `spectral`."""
+    `impl` ("slices": `conv_by_slices`; "xla": XLA's convolution), its kernel spectrally
+    normalised first if `spectral`."""
 
     features: int
     kernel_size: tuple[int, int]
@@ -150,8 +123,7 @@ class KernelConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        cin = x.shape[0] if channels_first(self.impl) else x.shape[-1]
-        shape = (*self.kernel_size, cin, self.features)
+        shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         if self.spectral:
             kernel = spectral_normalize(kernel)
@@ -159,8 +131,6 @@ class KernelConv(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.impl == "slices":
             return conv_by_slices(x, kernel, self.strides) + bias
-        if self.impl == "slices_cf":
-            return conv_by_slices_cf(x, kernel, self.strides) + bias[:, None, None, None]
         s = (self.strides, self.strides)
         dims = ("NHWC", "HWIO", "NHWC")
         return jax.lax.conv_general_dilated(x, kernel, s, "SAME", dimension_numbers=dims) + bias
@@ -178,6 +148,16 @@ class SpectralDense(nn.Module):
         return x @ kernel + self.param("bias", nn.initializers.zeros_init(), (self.features,))
 
 
+def embed_init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    """Flax's default embedding initialiser (`nn.linear.default_embed_init`: a normal sample
+    times the square root of 1 / fan-in), with the same values whether it runs op by op or
+    jitted: in one program XLA fuses the sample with its scale and rounds some entries 1 ulp
+    differently, and the initial GANs are made in one program (`gan.create_gan_state`)."""
+    fan_in = shape[-2] * (math.prod(shape) / shape[-2] / shape[0])  # as `variance_scaling`
+    sample = jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype))
+    return sample * jnp.sqrt(jnp.array(1.0 / fan_in, dtype))
+
+
 class SpectralEmbed(nn.Module):
     """`nn.Embed` (same parameters) with its table spectrally normalised before use."""
 
@@ -187,7 +167,7 @@ class SpectralEmbed(nn.Module):
     @nn.compact
     def __call__(self, y: jnp.ndarray) -> jnp.ndarray:
         shape = (self.num_embeddings, self.features)
-        table = self.param("embedding", nn.linear.default_embed_init, shape)
+        table = self.param("embedding", embed_init, shape)
         return spectral_normalize(table)[y]
 
 
@@ -195,11 +175,6 @@ def dense(features: int, name: str, spectral: bool = False) -> nn.Module:
     """A dense layer, spectrally normalised if `spectral`; named explicitly so that both give
     the same parameter tree."""
     return SpectralDense(features, name=name) if spectral else nn.Dense(features, name=name)
-
-
-def channels_first(impl: str) -> bool:
-    """Whether the conv GAN computed by `impl` keeps its feature maps as (C, N, H, W)."""
-    return impl == "slices_cf"
 
 
 def conv(
@@ -212,9 +187,8 @@ def conv(
     dtype: jnp.dtype | None = None,
 ) -> nn.Module:
     """A "SAME" convolution layer computed by `impl` ("xla": `nn.Conv`; "slices":
-    `conv_by_slices`; "slices_cf": `conv_by_slices_cf`, on channels-first feature maps) in
-    `dtype` (None: the parameters' float32), spectrally normalised if `spectral`, named
-    explicitly so that all give the same parameter tree."""
+    `conv_by_slices`) in `dtype` (None: the parameters' float32), spectrally normalised if
+    `spectral`, named explicitly so that all give the same parameter tree."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv_impl {impl!r}; choose from {CONV_IMPLS}")
     if impl == "xla" and not spectral:
@@ -237,7 +211,7 @@ class SubPixelUp(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         x = conv(4 * self.features, self.kernel, 1, self.conv_impl, "Conv_0", dtype=self.dtype)(x)
-        return depth_to_space_cf(x, 2) if channels_first(self.conv_impl) else depth_to_space(x, 2)
+        return depth_to_space(x, 2)
 
 
 def with_label(z: jnp.ndarray, y: jnp.ndarray | None, num_classes: int) -> jnp.ndarray:
@@ -260,8 +234,11 @@ def projection_logit(
     logit = dense(1, dense_name, spectral)(h)[:, 0]
     if num_classes == 0:
         return logit
-    embed = SpectralEmbed if spectral else nn.Embed
-    return logit + jnp.sum(embed(num_classes, h.shape[-1], name="embed")(y) * h, -1)
+    if spectral:
+        embed = SpectralEmbed(num_classes, h.shape[-1], name="embed")
+    else:
+        embed = nn.Embed(num_classes, h.shape[-1], embedding_init=embed_init, name="embed")
+    return logit + jnp.sum(embed(y) * h, -1)
 
 
 class ConvGenerator(nn.Module):
@@ -280,15 +257,12 @@ class ConvGenerator(nn.Module):
     def __call__(
         self, z: jnp.ndarray, y: jnp.ndarray | None = None, train: bool = True
     ) -> jnp.ndarray:
-        cf = channels_first(self.conv_impl)
-        norm = lambda axis=-1: nn.BatchNorm(not train, axis=axis, momentum=0.9)  # noqa: E731
+        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)  # noqa: E731
         x = nn.Dense(7 * 7 * 2 * self.width, dtype=self.dtype)(with_label(z, y, self.num_classes))
         x = nn.relu(norm()(x)).reshape(z.shape[0], 7, 7, 2 * self.width)
-        x = x.transpose(3, 0, 1, 2) if cf else x
         up = lambda f: SubPixelUp(f, self.kernel, self.conv_impl, self.dtype)  # noqa: E731
-        x = nn.relu(norm(0 if cf else -1)(up(self.width)(x)))
-        x = up(1)(x)
-        return jnp.tanh((x.transpose(1, 2, 3, 0) if cf else x).astype(jnp.float32))
+        x = nn.relu(norm()(up(self.width)(x)))
+        return jnp.tanh(up(1)(x).astype(jnp.float32))
 
 
 def minibatch_std(x: jnp.ndarray) -> jnp.ndarray:
@@ -333,12 +307,10 @@ class ConvDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray | None = None) -> jnp.ndarray:
-        cf = channels_first(self.conv_impl)
-        x = x.transpose(3, 0, 1, 2) if cf else x
         for i, features in enumerate((self.width, 2 * self.width)):
             layer = conv(features, 4, 2, self.conv_impl, f"Conv_{i}", self.spectral, self.dtype)
             x = nn.leaky_relu(layer(x), 0.2)
-        x = (x.transpose(1, 2, 3, 0) if cf else x).astype(jnp.float32)
+        x = x.astype(jnp.float32)
         if self.mbstd:
             x = minibatch_std(x)
         h = x.reshape(x.shape[0], -1)

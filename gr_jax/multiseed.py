@@ -212,9 +212,16 @@ def programs(cfg: Config, capacity: int) -> Programs:
 
 
 def init_states(cfg: Config, seeds: list[int]) -> RunState:
-    """Initial states of all seeds, stacked on a leading axis."""
+    """Initial states of all seeds, stacked on a leading axis (bitwise each seed's own)."""
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    return jax.vmap(functools.partial(loop.state_from_key, cfg))(keys)
+    return _init_program(cfg)(keys)
+
+
+@functools.cache
+def _init_program(cfg: Config) -> Callable[[jax.Array], RunState]:
+    """`loop.state_from_key` mapped over keys, as one program (op by op, every op of the
+    mapped initialisation compiles on its own, again for every number of seeds)."""
+    return jax.jit(jax.vmap(functools.partial(loop.state_from_key, cfg)))
 
 
 def seed_mesh() -> Mesh | None:

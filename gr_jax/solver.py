@@ -7,7 +7,8 @@ gathered by index from data that stay on the device.
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable
+from functools import cache, partial
 from typing import Any
 
 import jax
@@ -21,12 +22,25 @@ from gr_jax import health
 from gr_jax.models import Solver
 
 
+@cache
+def _solver_parts(
+    hidden: tuple[int, ...], lr: float, dropout: float, head: str
+) -> tuple[Solver, optax.GradientTransformation, Callable[[jax.Array], Any]]:
+    """The module, its optimizer and its jitted initialiser, made once per setting: module and
+    optimizer are static parts of the train state, so fresh (unequal) instances in every run
+    would recompile every jitted solver function in the next run of the same process (a sweep,
+    a benchmark, the tests); the initialiser is one program instead of many small ones."""
+    model = Solver(hidden, dropout=dropout, head=head)
+    init = jax.jit(lambda key: model.init(key, jnp.zeros((1, 28, 28, 1)))["params"])
+    return model, optax.adam(lr), init
+
+
 def create_solver_state(
     key: jax.Array, hidden: tuple[int, ...], lr: float, dropout: float = 0.0, head: str = "linear"
 ) -> TrainState:
-    model = Solver(hidden, dropout=dropout, head=head)
-    params = model.init(key, jnp.zeros((1, 28, 28, 1)))["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(lr))
+    """A freshly initialised solver and its Adam."""
+    model, tx, init = _solver_parts(tuple(hidden), lr, dropout, head)
+    return TrainState.create(apply_fn=model.apply, params=init(key), tx=tx)
 
 
 class ReplayLoss(struct.PyTreeNode):

@@ -1,9 +1,10 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gr_jax import models
+from gr_jax import gan, models
 
 
 def test_depth_to_space_moves_channels_to_pixels():
@@ -91,14 +92,13 @@ def test_minibatch_discrimination_scores_each_image_by_its_neighbours():
     assert float(far.max()) < 1e-3 and bool((out[:, 16:] > far).all())
 
 
-@pytest.mark.parametrize("impl", ["slices", "slices_cf"])
-def test_slice_convolutions_are_the_same_model_as_xla_convolutions(impl):
+def test_slice_convolutions_are_the_same_model_as_xla_convolutions():
     key, kz, kx = jax.random.split(jax.random.PRNGKey(0), 3)
     z = jax.random.normal(kz, (8, 16))
     x = jax.random.uniform(kx, (8, 28, 28, 1), minval=-1, maxval=1)
     xla, slices = (
         models.make_gan("conv", 8, mbstd=True),
-        models.make_gan("conv", 8, mbstd=True, conv_impl=impl),
+        models.make_gan("conv", 8, mbstd=True, conv_impl="slices"),
     )
     gv = xla[0].init(key, z, train=False)
     dv = xla[1].init(key, x)
@@ -122,7 +122,7 @@ def test_slice_convolutions_are_the_same_model_as_xla_convolutions(impl):
     assert float(grads[0][0]) == pytest.approx(float(grads[1][0]), rel=1e-5)
     for a, b in zip(*(jax.tree_util.tree_leaves(g[1]) for g in grads), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # the BatchNorm running statistics a training pass updates (axis 0 with channels first)
+    # the BatchNorm running statistics a training pass updates
     stats = [
         m[0].apply(gv, z, train=True, mutable=["batch_stats"])[1]["batch_stats"]
         for m in (xla, slices)
@@ -131,13 +131,12 @@ def test_slice_convolutions_are_the_same_model_as_xla_convolutions(impl):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", ["slices", "slices_cf"])
-def test_slice_convolutions_in_bfloat16_stay_close_to_float32(impl):
+def test_slice_convolutions_in_bfloat16_stay_close_to_float32():
     key, kz, kx = jax.random.split(jax.random.PRNGKey(3), 3)
     z = jax.random.normal(kz, (8, 16))
     x = jax.random.uniform(kx, (8, 28, 28, 1), minval=-1, maxval=1)
     f32 = models.make_gan("conv", 8, conv_impl="xla")
-    bf16 = models.make_gan("conv", 8, conv_impl=impl, dtype="bfloat16")
+    bf16 = models.make_gan("conv", 8, conv_impl="slices", dtype="bfloat16")
     gv, dv = f32[0].init(key, z, train=False), f32[1].init(key, x)
     outs = [(g.apply(gv, z, mutable=["batch_stats"])[0], d.apply(dv, x)) for g, d in (f32, bf16)]
     for a, b in zip(*outs, strict=True):  # images, then logits
@@ -155,15 +154,6 @@ def test_conv_by_slices_matches_strided_and_odd_sized_convolutions():
             x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
         np.testing.assert_allclose(models.conv_by_slices(x, w, s), ref, rtol=1e-5, atol=1e-5)
-        cf = models.conv_by_slices_cf(x.transpose(3, 0, 1, 2), w, s).transpose(1, 2, 3, 0)
-        np.testing.assert_allclose(cf, ref, rtol=1e-5, atol=1e-5)
-
-
-def test_depth_to_space_is_the_same_shuffle_in_either_layout():
-    x = jnp.arange(2 * 3 * 5 * 8.0).reshape(2, 3, 5, 8)
-    cf = models.depth_to_space_cf(x.transpose(3, 0, 1, 2)).transpose(1, 2, 3, 0)
-    assert cf.shape == (2, 6, 10, 2)
-    np.testing.assert_array_equal(cf, models.depth_to_space(x))
 
 
 @pytest.mark.parametrize("shape", [(300, 40), (40, 300), (4, 4, 8, 16), (64, 1), (10, 64)])
@@ -175,9 +165,7 @@ def test_spectral_normalize_gives_unit_spectral_norm(shape):
     assert 1 - 1e-5 <= top <= 1.03, top
 
 
-@pytest.mark.parametrize(
-    "kind,impl", [("conv", "xla"), ("conv", "slices"), ("conv", "slices_cf"), ("mlp", "xla")]
-)
+@pytest.mark.parametrize("kind,impl", [("conv", "xla"), ("conv", "slices"), ("mlp", "xla")])
 def test_spectral_discriminator_ignores_the_scale_of_its_weights(kind, impl):
     key = jax.random.PRNGKey(0)
     x = jax.random.uniform(key, (4, 28, 28, 1), minval=-1, maxval=1)
@@ -235,3 +223,33 @@ def test_bfloat16_gan_is_the_same_model_rounded_differently(impl):
     assert float(jnp.abs(img16 - img32).max()) > 1e-4  # rounded: not the float32 model
     hlo = jax.jit(lambda v: g16.apply(v, z, y, train=False)).lower(gv).as_text()
     assert "bf16" in hlo
+
+
+@pytest.mark.parametrize("shape", [(10, 4704), (10, 96), (3, 7)])
+def test_embed_init_is_flax_default_with_the_same_values_jitted(shape):
+    key = jax.random.PRNGKey(4)
+    eager = nn.linear.default_embed_init(key, shape)
+    jitted = jax.jit(nn.linear.default_embed_init, static_argnums=1)(key, shape)
+    ours = jax.jit(models.embed_init, static_argnums=1)(key, shape)
+    np.testing.assert_array_equal(ours, eager)
+    np.testing.assert_array_equal(models.embed_init(key, shape), eager)
+    assert not np.array_equal(jitted, eager)  # what embed_init is for (XLA rounds it apart)
+
+
+@pytest.mark.parametrize(
+    "kind,fields",
+    [("conv", dict(num_classes=10, spectral=True, mbstd=True)), ("mlp", dict(num_classes=10))],
+)
+def test_initial_gans_made_in_one_program_equal_those_made_op_by_op(kind, fields):
+    gen, disc = models.make_gan(kind, 8, **fields)
+    key = jax.random.PRNGKey(5)
+    jitted = gan._init_variables(gen, disc, 16)(key)
+    kg, kd = jax.random.split(key)
+    y0 = jnp.zeros((1,), jnp.int32)
+    eager = (
+        gen.init(kg, jnp.zeros((1, 16)), y0, train=False),
+        disc.init(kd, jnp.zeros((1, 28, 28, 1)), y0),
+    )
+    assert jax.tree_util.tree_structure(jitted) == jax.tree_util.tree_structure(eager)
+    for a, b in zip(*map(jax.tree_util.tree_leaves, (jitted, eager)), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -42,6 +42,22 @@ def test_solver_loss_falls_and_steps_are_pure():
     assert accs.shape == (2,) and float(accs.min()) > 0.9
 
 
+def test_solver_states_of_one_setting_share_their_compiled_programs():
+    traces = []
+
+    @jax.jit
+    def predict(state, images):
+        traces.append(1)  # runs only when jit traces (compiles) anew
+        return solver.predict(state, images)
+
+    images = jnp.zeros((2, 28, 28, 1))
+    for seed in (0, 1):  # a second run of one config, in the same process
+        predict(solver.create_solver_state(jax.random.PRNGKey(seed), (8,), 1e-3), images)
+    assert len(traces) == 1
+    predict(solver.create_solver_state(jax.random.PRNGKey(0), (8,), 2e-3), images)
+    assert len(traces) == 2  # another learning rate: another program
+
+
 def test_train_epoch_ignores_padding():
     # NaN padding would poison the parameters if any padded row were ever read.
     x, y = _blobs(128)
