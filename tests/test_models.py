@@ -229,11 +229,9 @@ def test_bfloat16_gan_is_the_same_model_rounded_differently(impl):
 def test_embed_init_is_flax_default_with_the_same_values_jitted(shape):
     key = jax.random.PRNGKey(4)
     eager = nn.linear.default_embed_init(key, shape)
-    jitted = jax.jit(nn.linear.default_embed_init, static_argnums=1)(key, shape)
     ours = jax.jit(models.embed_init, static_argnums=1)(key, shape)
     np.testing.assert_array_equal(ours, eager)
     np.testing.assert_array_equal(models.embed_init(key, shape), eager)
-    assert not np.array_equal(jitted, eager)  # what embed_init is for (XLA rounds it apart)
 
 
 @pytest.mark.parametrize(
