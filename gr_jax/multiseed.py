@@ -215,7 +215,7 @@ def init_states(cfg: Config, seeds: list[int]) -> RunState:
     """Initial states of all seeds, stacked on a leading axis (on the CPU bitwise each seed's
     own: the unrolled runs' tests compare them with single-seed runs)."""
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    return _init_program(cfg)(keys)
+    return _init_program(replace(cfg, seed=0))(keys)  # the seeds are in the keys alone
 
 
 @functools.cache
