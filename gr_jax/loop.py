@@ -439,13 +439,13 @@ def run(
     started = time.perf_counter()
     out = Path(out) if out is not None else None
     if out is not None:
-        rundir.check(cfg, out, resume, overwrite)
+        checked = rundir.check(cfg, out, resume, overwrite)
         if resume and (done := rundir.finished_results(cfg, out)) is not None:
             tqdm.write(f"{out} is complete; its results.json is unchanged", file=sys.stderr)
             return done
     data = prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
     if out is not None:
-        rundir.create(cfg, out, resume, overwrite)
+        rundir.create(cfg, out, resume, overwrite, checked=checked)
     state = init_state(cfg)
     b_val, b_test = _accuracies(state.solver, data, cfg)
     history = empty_history(b_val, b_test)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -155,6 +155,9 @@ def over_seeds(fn: Callable, in_axes: int | tuple = 0, how: str = "vmap") -> Cal
         )(*args)
 
     return sharded
+
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -315,12 +318,13 @@ def shapes_of_one_seed(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tree)
 
 
-def _on_all_processes_then_first(check: Callable[[], None], write: Callable[[], None]) -> None:
-    """`check` (read-only, may raise) on every process, then `write` on process 0 only.
+def _on_all_processes_then_first(check: Callable[[], T], write: Callable[[], None]) -> T:
+    """`check` (read-only, may raise) on every process, then `write` on process 0 only; returns
+    what `check` returned.
 
     Every process checks the same files before any is written, so all raise or none do; if
     `write` fails on process 0, every process raises (none waits for it at a barrier)."""
-    check()
+    checked = check()
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("gr_jax: run dir checked")
     failed: BaseException | None = None
@@ -335,6 +339,7 @@ def _on_all_processes_then_first(check: Callable[[], None], write: Callable[[], 
             raise rundir.RunDirError("process 0 could not prepare the run directory; see its error")
     if failed is not None:
         raise failed
+    return checked
 
 
 def _gan_epoch(
@@ -483,7 +488,7 @@ def run(
     started = time.perf_counter()
     out = Path(out) if out is not None else None
     if out is not None:
-        _on_all_processes_then_first(
+        checked = _on_all_processes_then_first(
             lambda: rundir.check(cfg, out, resume, overwrite, seeds), lambda: None
         )
         if resume:
@@ -499,7 +504,7 @@ def run(
     data = loop.prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
     if out is not None:
         _on_all_processes_then_first(
-            lambda: None, lambda: rundir.create(cfg, out, resume, overwrite, seeds)
+            lambda: None, lambda: rundir.create(cfg, out, resume, overwrite, seeds, checked)
         )
     state = shard_seeds(init_states(cfg, seeds))
     p = programs(cfg, loop.capacity(cfg, data))

@@ -103,12 +103,25 @@ def _is_run_dir(out: Path) -> bool:
     return not (out / "checkpoints").exists()
 
 
+Stamp = tuple[int, int, int] | None
+
+
+def stamp(out: Path) -> Stamp:
+    """Which run `out` holds now: its config.json's inode, size and modification time (None
+    without one). A run claimed there since a check has another stamp."""
+    try:
+        st = (out / "config.json").stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def check(
     cfg: Config, out: Path, resume: bool, overwrite: bool, seeds: list[int] | None = None
-) -> None:
+) -> Stamp:
     """Raise RunDirError unless `out` may be used for this run (`seeds`: a run of those seeds in
     one program); reads only (so that every process of a multi-host run can check before one of
-    them writes)."""
+    them writes). Returns the `stamp` of what it checked, for `create`."""
     cfg_file, seeds_file = out / "config.json", out / "seeds.json"
     if resume:
         if not cfg_file.exists():
@@ -134,7 +147,7 @@ def check(
             )
         if seeds is not None and saved_seeds != seeds:
             raise RunDirError(f"--resume: {out} was run with seeds {saved_seeds}, not {seeds}")
-        return
+        return stamp(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             if not cfg_file.exists() and _is_run_dir(out):  # seeds.json or temporaries only
@@ -153,19 +166,28 @@ def check(
                 f"files a run writes), or it holds the working directory, so it is not deleted; "
                 f"choose another --out"
             )
+    return stamp(out)
 
 
 def create(
-    cfg: Config, out: Path, resume: bool, overwrite: bool, seeds: list[int] | None = None
+    cfg: Config,
+    out: Path,
+    resume: bool,
+    overwrite: bool,
+    seeds: list[int] | None = None,
+    checked: Stamp = None,
 ) -> None:
-    """After `check`: for a new run, empty `out` (with `overwrite`, checked again now) and write
-    its seeds.json (seeds in one program), then its config.json, refusing if another process
-    has claimed the folder since."""
+    """After `check` (`checked`: the stamp it returned): for a new run, empty `out` (with
+    `overwrite`, only if it still holds the run checked) and write its seeds.json (seeds in one
+    program), then its config.json, refusing if another process has claimed the folder since."""
     if resume:
         return
     if overwrite and out.exists() and any(out.iterdir()):
-        if not _is_run_dir(out):
-            raise RunDirError(f"--overwrite: {out} changed since it was checked; not deleted")
+        if not _is_run_dir(out) or stamp(out) != checked:
+            raise RunDirError(
+                f"--overwrite: {out} changed since it was checked (another run may have started "
+                f"there); not deleted"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if seeds is not None:

@@ -53,5 +53,5 @@ def prepare(cfg: Config, out: Path, resume: bool = False, overwrite: bool = Fals
     """What `loop.run` does with its run directory before the first task (data aside)."""
     from gr_jax import rundir
 
-    rundir.check(cfg, out, resume, overwrite)
-    rundir.create(cfg, out, resume, overwrite)
+    checked = rundir.check(cfg, out, resume, overwrite)
+    rundir.create(cfg, out, resume, overwrite, checked=checked)

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,21 @@ def test_overwrite_refuses_a_folder_with_other_files_or_a_foreign_config(tmp_pat
         (inside / foreign).parent.rmdir()
     prepare(tiny_config(n_gen=512), inside, overwrite=True)  # a run directory is replaced
     assert sorted(p.name for p in inside.iterdir()) == ["config.json"]
+
+
+def test_two_overwrites_of_one_run_replace_it_once(tmp_path):
+    cfg = tiny_config()
+    out = tmp_path / "run"
+    prepare(cfg, out)  # an earlier run, which two processes now start to replace
+    first = rundir.check(cfg, out, resume=False, overwrite=True)
+    second = rundir.check(cfg, out, resume=False, overwrite=True)
+    time.sleep(0.1)  # the data loading between check and create (the files' times differ)
+    rundir.create(cfg, out, resume=False, overwrite=True, checked=first)
+    (out / "checkpoints").mkdir()  # the first one's run under way
+    with pytest.raises(RunDirError, match="changed since it was checked"):
+        rundir.create(cfg, out, resume=False, overwrite=True, checked=second)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json"]
+    assert rundir.stamp(out) != second
 
 
 def test_a_folder_claimed_by_another_process_since_the_check_is_refused(tmp_path, monkeypatch):
