@@ -112,6 +112,14 @@ GROUPS = {
     "exact-12k-best-solver-shift": lambda: preset(
         "seed", replay="exact", buffer_size=12_000, **BEST_SOLVER, **SHIFTED
     ),
+    # a memory of 12,000 (and of 4,400, as in the published table) real images kept from task
+    # to task, in `best`'s protocol: storing that many images, against storing none
+    "buffer-12k-best-solver-shift": lambda: preset(
+        "seed", replay="buffer", buffer_size=12_000, **BEST_SOLVER, **SHIFTED
+    ),
+    "buffer-4.4k-best-solver-shift": lambda: preset(
+        "seed", replay="buffer", buffer_size=4_400, **BEST_SOLVER, **SHIFTED
+    ),
     "fashion-seed": lambda: _fashion("seed"),
     # the fashion-best* groups are `+minibatch-std` (`best` when they were run) on
     # Fashion-MNIST, the last two with the solver's learning rate lowered (docs/results.md)
@@ -133,6 +141,9 @@ GROUPS = {
     ),
     "fashion-exact-12k-best-solver-shift": lambda: _fashion(
         "seed", replay="exact", buffer_size=12_000, **BEST_SOLVER, **SHIFTED
+    ),
+    "fashion-buffer-12k-best-solver-shift": lambda: _fashion(
+        "seed", replay="buffer", buffer_size=12_000, **BEST_SOLVER, **SHIFTED
     ),
 }
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gr_jax.config import Config, preset
+from gr_jax.loop import stored_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "study"
@@ -29,7 +30,7 @@ FIGURES = ROOT / "docs" / "figures"
 
 def _generator_bytes_images() -> int:
     """How many uint8 28x28 images fit in the bytes of the seed preset's generator parameters
-    (float32): the size of the equal-memory exact-replay baseline."""
+    (float32): the size of the equal-memory stored-image baselines."""
     import jax
 
     from gr_jax.loop import new_gan
@@ -51,6 +52,11 @@ GROUPS = {
     "joint": lambda: preset("seed", replay="joint"),
     "exact-12k": lambda: preset("seed", replay="exact", buffer_size=12_000),
     "exact-genbytes": lambda: preset("seed", replay="exact", buffer_size=_generator_bytes_images()),
+    # a memory of real images kept from task to task (reservoir): what storing data costs
+    "buffer-12k": lambda: preset("seed", replay="buffer", buffer_size=12_000),
+    "buffer-genbytes": lambda: preset(
+        "seed", replay="buffer", buffer_size=_generator_bytes_images()
+    ),
 }
 
 
@@ -116,7 +122,10 @@ def summarize(groups: dict[str, list[dict]]) -> list[dict]:
         row["model_bytes"] = mem["solver_param_bytes"] + (
             mem["generator_param_bytes"] if runs[0]["config"]["replay"] == "generative" else 0
         )
-        row["stored_real_bytes"] = mem.get("replay_buffer_bytes_uint8", 0)
+        # from the config, not the file: runs recorded before 2026-11-30 counted `exact` as
+        # storing buffer_size images, though it draws them from all earlier images
+        seen = np.asarray(mem["real_data_bytes_uint8_after_task"]) // (28 * 28)
+        row["stored_real_bytes"] = stored_bytes(Config.from_dict(runs[0]["config"]), seen)
         rows.append(row)
     return rows
 

@@ -6,6 +6,7 @@ interrupted write never damages an earlier checkpoint and is never picked up as 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,25 @@ def save(mngr: ocp.CheckpointManager, tasks_done: int, state: Any, meta: dict) -
 
 
 def restore(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> tuple[Any, dict]:
-    """The (state, meta) saved after `tasks_done` tasks; `target` gives the state's structure."""
+    """The (state, meta) saved after `tasks_done` tasks; `target` gives the state's structure.
+
+    A checkpoint written before a field of `target` existed that is None in it (`RunState.buffer`,
+    added 2026-11-30) restores too, with that field None."""
+    try:
+        return _restore(mngr, tasks_done, target)
+    except ValueError as e:
+        if "structures do not match" not in str(e):
+            raise
+        if not dataclasses.is_dataclass(target):
+            raise
+        fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
+        if None not in fields.values():
+            raise
+    state, meta = _restore(mngr, tasks_done, {k: v for k, v in fields.items() if v is not None})
+    return target.replace(**state), meta
+
+
+def _restore(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> tuple[Any, dict]:
     out = mngr.restore(
         tasks_done,
         args=ocp.args.Composite(

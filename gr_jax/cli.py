@@ -181,16 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-compile-cache", action="store_true", help="do not use JAX's persistent compile cache"
     )
-    run.add_argument("--compile-cache-dir", type=Path, default=DEFAULT_CACHE)
+    run.add_argument(
+        "--compile-cache-dir", type=Path, default=DEFAULT_CACHE, help="default: %(default)s"
+    )
     add_kernel_options(run)
     add_config_options(run)
     sw = sub.add_parser("sweep", help="a grid of runs x seeds, resumable, with a summary table")
     sw.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)}")
     sw.add_argument("--seeds", type=parse_seeds, default=[0], help="'0-4' or '0,1,2'")
     sw.add_argument("--out", type=Path, required=True, help="sweep directory")
-    sw.add_argument("--no-progress", action="store_true")
-    sw.add_argument("--no-compile-cache", action="store_true")
-    sw.add_argument("--compile-cache-dir", type=Path, default=DEFAULT_CACHE)
+    sw.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sw.add_argument(
+        "--no-compile-cache", action="store_true", help="do not use JAX's persistent compile cache"
+    )
+    sw.add_argument(
+        "--compile-cache-dir", type=Path, default=DEFAULT_CACHE, help="default: %(default)s"
+    )
     add_kernel_options(sw)
     add_config_options(sw, grid=True)
     return parser

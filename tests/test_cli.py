@@ -26,6 +26,23 @@ def test_run_prints_matrix_and_metrics(tmp_path, capsys):
     # a second run into the same directory is refused, with exit code 2
     assert cli.main(argv + TINY) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # resuming it with another option value is refused, naming the field
+    assert cli.main(argv + TINY + ["--resume", "--n-gen", "64"]) == 2
+    assert re.search(r"another config .*n_gen", capsys.readouterr().err)
+
+
+def test_resuming_seeds_run_in_one_program_reads_their_seeds_json(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    out.mkdir()
+    (out / "seeds.json").write_text('{"seeds": [0, 1]}')
+    argv = ["run", "--resume", "--out", str(out), "--no-compile-cache"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and "is not a list of seeds" in capsys.readouterr().err
+    (out / "seeds.json").write_text("[0, 1]")
+    with pytest.raises(SystemExit) as e:
+        cli.main([*argv, "--seed", "1"])
+    assert e.value.code == 2 and "resume it without --seed" in capsys.readouterr().err
 
 
 def test_every_config_field_is_an_option():
@@ -64,6 +81,9 @@ def test_every_config_field_has_its_comment_as_help(capsys):
         (["run", "--gen-epochs", "a,b"], "comma-separated integers"),
         (["run", "--resume"], "--resume needs --out"),
         (["run", "--distributed"], "--distributed shares seeds run in one program"),
+        (["run", "--seed", "1", "--seeds", "0-1"], "give either --seed or --seeds"),
+        (["run", "--coordinator", "host:1234"], "go with --distributed"),
+        (["run", "--process-id", "0"], "go with --distributed"),
     ],
 )
 def test_bad_input_exits_with_a_message(argv, message, capsys):

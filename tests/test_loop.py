@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from gr_jax import checkpoints, loop
+from gr_jax import checkpoints, loop, provenance, runs
+from gr_jax.replay import reservoir_update
 
 from .conftest import prepare, tiny_config
 
@@ -14,6 +15,20 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     results = loop.run(tiny_config(), out, bars=False)
     return out, results
+
+
+def stopped_after_task_1(cfg, out, environment: dict | None = None):
+    """`out` as a run killed after its first task leaves it; the state and history it saved
+    (`environment`: the one the first task is noted to have run in)."""
+    prepare(cfg, out, resume=False, overwrite=False)
+    data = loop.prepare_data(cfg)
+    state = loop.init_state(cfg)
+    history = loop.empty_history(*loop._accuracies(state.solver, data, cfg))
+    if environment is not None:
+        provenance.note_environment(history, environment, 0)
+    state = loop.run_task(cfg, 0, state, data, history)
+    checkpoints.save(checkpoints.manager(out), 1, state, history)
+    return state, history
 
 
 def test_end_to_end_results(tiny_run):
@@ -41,7 +56,7 @@ def test_end_to_end_results(tiny_run):
     assert r["timings"][0]["compile"] > r["timings"][1]["compile"] >= 0
     assert r["memory"]["real_data_bytes_float32_after_task"][1] > 0
     assert r["environment"]["cpu_cores"] >= 1
-    assert isinstance(r["environment"]["jax_threefry_partitionable"], bool)
+    assert r["environment"]["jax_threefry_partitionable"] is jax.config.jax_threefry_partitionable
     assert r["environments"] == [{"tasks_done_before": 0, **r["environment"]}]
     saved = json.loads((out / "results.json").read_text())
     assert saved["r_test"] == r["r_test"]
@@ -58,7 +73,31 @@ def test_one_checkpoint_per_task_restores_exactly(tiny_run):
     data = loop.prepare_data(cfg)
     val, test = loop._accuracies(state.solver, data, cfg)
     assert test == r["r_test"][-1]
-    assert isinstance(state.key, jax.Array) and state.key.shape == (2,)
+
+
+def test_a_checkpoint_restores_every_leaf_of_the_state_bitwise(tmp_path):
+    cfg = tiny_config()
+    out = tmp_path / "r"
+    state, history = stopped_after_task_1(cfg, out)
+    restored, meta = checkpoints.restore(checkpoints.manager(out), 1, loop.init_state(cfg))
+    assert meta["tasks_done"] == 1 and meta["r_test"] == history["r_test"]
+    saved, back = jax.tree.leaves(state), jax.tree.leaves(restored)
+    assert len(saved) == len(back) > 20  # solver and GAN weights, Adam moments, steps, key
+    for a, b in zip(saved, back):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and np.array_equal(a, b)
+        # TrainState's step counters come back as Python ints, as TrainState.create makes them
+        assert a.dtype == b.dtype or (a.shape == () and a.dtype.kind == b.dtype.kind == "i")
+    assert not np.array_equal(state.key, loop.init_state(cfg).key)  # the key moved on
+
+
+def test_replay_weight_schedules():
+    at = lambda cfg: [loop.replay_weight_at(cfg, t) for t in range(4)]  # noqa: E731
+    assert at(tiny_config()) == [None] * 4  # "mix": every example alike
+    tasks = at(tiny_config(replay_weighting="tasks"))
+    assert np.allclose(tasks, [0.0, 1 / 2, 2 / 3, 3 / 4])
+    fixed = at(tiny_config(replay_weighting="fixed", replay_share=0.3))
+    assert np.allclose(fixed, [0.0, 0.3, 0.3, 0.3])
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tiny_run):
@@ -78,11 +117,13 @@ def test_an_unconditional_gan_does_not_depend_on_the_solver(tiny_run):
     assert other["gan_curves"] == r["gan_curves"]
 
 
+@pytest.mark.parametrize("skipping", [{"final_gan": False}, {"gen_epochs": (1, 0)}])
 def test_without_the_final_gan_the_numbers_are_the_same_and_the_last_generator_kept(
-    tmp_path, tiny_run
+    skipping, tmp_path, tiny_run
 ):
     out, r = tiny_run
-    skip = loop.run(tiny_config(final_gan=False), tmp_path / "r", bars=False)
+    assert not loop.trains_gan(tiny_config(**skipping), 1) and loop.trains_gan(tiny_config(), 1)
+    skip = loop.run(tiny_config(**skipping), tmp_path / "r", bars=False)
     assert skip["r_test"] == r["r_test"] and skip["solver_curves"] == r["solver_curves"]
     assert skip["gan_curves"] == r["gan_curves"][:1]  # task 1's GAN epoch only
     assert skip["timings"][1]["gan"] < 0.1 * r["timings"][1]["gan"]
@@ -98,21 +139,13 @@ def test_resume_after_the_first_task_gives_the_same_results(tmp_path, tiny_run):
     cfg = tiny_config()
     # stop by hand after task 1, as a killed run would have
     out = tmp_path / "r"
-    prepare(cfg, out, resume=False, overwrite=False)
-    data = loop.prepare_data(cfg)
-    state = loop.init_state(cfg)
-    b_val, b_test = loop._accuracies(state.solver, data, cfg)
-    history = loop.empty_history(b_val, b_test)
-    state = loop.run_task(cfg, 0, state, data, history)
-    checkpoints.save(checkpoints.manager(out), 1, state, history)
+    stopped_after_task_1(cfg, out)
     resumed = loop.run(cfg, out, resume=True, bars=False)
     assert resumed["r_test"] == full["r_test"] and resumed["r_val"] == full["r_val"]
     assert resumed["gan_curves"] == full["gan_curves"]
 
 
 def test_an_environment_is_noted_once_while_it_does_not_change(capsys):
-    from gr_jax import provenance
-
     env = provenance.environment()
     history: dict = {}
     assert provenance.note_environment(history, env, 0) == []
@@ -125,18 +158,10 @@ def test_an_environment_is_noted_once_while_it_does_not_change(capsys):
 
 
 def test_a_run_resumed_elsewhere_records_both_environments_and_warns(tmp_path, capsys):
-    from gr_jax import provenance
-
     cfg = tiny_config()
     out = tmp_path / "r"
-    prepare(cfg, out, resume=False, overwrite=False)
-    data = loop.prepare_data(cfg)
-    state = loop.init_state(cfg)
-    history = loop.empty_history(*loop._accuracies(state.solver, data, cfg))
     elsewhere = {**provenance.environment(), "xla_flags": "--elsewhere", "cpu_cores": 64}
-    assert provenance.note_environment(history, elsewhere, 0) == []
-    state = loop.run_task(cfg, 0, state, data, history)
-    checkpoints.save(checkpoints.manager(out), 1, state, history)
+    stopped_after_task_1(cfg, out, elsewhere)
     resumed = loop.run(cfg, out, resume=True, bars=False)
     assert "task 2 runs in another environment than task 1 (cpu_cores, xla_flags differ)" in (
         capsys.readouterr().err
@@ -196,15 +221,19 @@ def test_nothing_compiles_after_the_first_replay_task(caplog, fields):
     assert compiles == []
 
 
-@pytest.mark.parametrize("replay", ["none", "exact", "joint"])
+@pytest.mark.parametrize("replay", ["none", "exact", "buffer", "joint"])
 def test_baseline_training_sets(replay):
     cfg = tiny_config(replay=replay, buffer_size=100, tasks=((0, 1), (2, 3), (4, 5)))
     data = loop.prepare_data(cfg)
     state = loop.init_state(cfg)
+    if replay == "buffer":  # the memory after two tasks, as _run_phases leaves it
+        n0, n1 = (len(y) for _, y in data.train[:2])
+        kept = reservoir_update(np.full(100, -1, np.int32), 0, n0, seed=0)
+        state = state.replace(buffer=reservoir_update(kept, n0, n1, seed=1))
     train, counts = loop.replay_phase(cfg, 2, state, data, jax.random.PRNGKey(0))
     x, y, n = train.x, train.y, train.n
     sizes = [len(labels) for _, labels in data.train]
-    expected = {"none": sizes[2], "exact": sizes[2] + 100, "joint": sum(sizes)}[replay]
+    expected = {"none": sizes[2], "joint": sum(sizes)}.get(replay, sizes[2] + 100)
     assert n == expected and x.shape[0] == loop.capacity(cfg, data) >= n
     labels = np.asarray(y)
     assert set(labels[: sizes[2]]) == {4, 5}
@@ -214,3 +243,42 @@ def test_baseline_training_sets(replay):
         assert set(labels[sizes[2] : n]) == {0, 1, 2, 3}
         y2 = loop.replay_phase(cfg, 2, state, data, jax.random.PRNGKey(0))[0].y
         np.testing.assert_array_equal(labels, np.asarray(y2))
+
+
+def test_the_buffer_baseline_keeps_its_memory_across_tasks_and_checkpoints(tmp_path):
+    cfg = tiny_config(replay="buffer", buffer_size=300, tasks=((0, 1), (2, 3), (4, 5)))
+    r = loop.run(cfg, tmp_path / "r", bars=False)
+    counts = r["replay_class_counts"]
+    assert [sum(c) for c in counts] == [0, 300, 300] and sum(counts[2][4:]) == 0
+    assert r["memory"]["replay_buffer_bytes_uint8"] == 300 * 28 * 28
+    states = runs.task_states(tmp_path / "r")
+    n0 = len(loop.prepare_data(cfg).train[0][1])
+    b1, b2 = (np.asarray(states[t].buffer) for t in (1, 2))
+    assert (b1 >= 0).all() and b1.max() < n0  # full, of task 1 alone
+    assert set(b2[b2 < n0]) < set(b1)  # task 1's images it still keeps were kept before
+    # the state is in every checkpoint: resuming after task 1 gives the same run
+    short = tmp_path / "s"
+    stopped_after_task_1(cfg, short)
+    resumed = loop.run(cfg, short, resume=True, bars=False)
+    assert resumed["r_test"] == r["r_test"] and resumed["replay_class_counts"] == counts
+
+
+def test_memory_counts_what_each_baseline_keeps():
+    seen = np.array([100, 250, 400])
+    bytes_ = lambda **kw: loop.stored_bytes(tiny_config(**kw), seen) // (28 * 28)  # noqa: E731
+    assert bytes_(replay="buffer", buffer_size=1000) == 250
+    assert bytes_(replay="buffer", buffer_size=120) == 120
+    assert bytes_(replay="exact", buffer_size=120) == 250  # it draws from all of them
+    assert bytes_(replay="joint") == 250 and bytes_(replay="none") == bytes_() == 0
+
+
+def test_a_checkpoint_from_before_the_buffer_field_restores(tmp_path):
+    """Checkpoints written before RunState had its `buffer` field (None unless replay="buffer")
+    still resume."""
+    cfg = tiny_config()
+    state = loop.init_state(cfg)
+    old = {"solver": state.solver, "gan": state.gan, "key": state.key}  # the old RunState's tree
+    checkpoints.save(checkpoints.manager(tmp_path), 1, old, {"tasks_done": 1})
+    restored, meta = checkpoints.restore(checkpoints.manager(tmp_path), 1, loop.init_state(cfg))
+    assert restored.buffer is None and meta == {"tasks_done": 1}
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, restored.gan, state.gan)))

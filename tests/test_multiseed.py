@@ -104,6 +104,14 @@ from gr_jax import multiseed
 from tests.conftest import tiny_config
 assert jax.device_count() == 4, jax.devices()
 cfg = tiny_config(gan="mlp", d_chunks=int(sys.argv[1]))
+import pathlib, tempfile
+from gr_jax.config import ConfigError
+out = pathlib.Path(tempfile.mkdtemp()) / "three"
+try:
+    multiseed.run(cfg, [0, 1, 2], out, bars=False)
+    raise SystemExit("3 seeds ran on 4 devices")
+except ConfigError as e:  # refused before the run directory is made
+    assert "cannot be split evenly over 4 devices" in str(e) and not out.exists(), (e, out)
 results = multiseed.run(cfg, [0, 1, 2, 3], None, bars=False)
 json.dump([{k: r[k] for k in sys.argv[2:]} for r in results], sys.stdout)
 """
