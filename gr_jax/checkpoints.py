@@ -35,20 +35,31 @@ def save(mngr: ocp.CheckpointManager, tasks_done: int, state: Any, meta: dict) -
 def restore(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> tuple[Any, dict]:
     """The (state, meta) saved after `tasks_done` tasks; `target` gives the state's structure.
 
-    A checkpoint written before a field of `target` existed that is None in it (`RunState.buffer`,
-    added 2026-11-30) restores too, with that field None."""
-    try:
-        return _restore(mngr, tasks_done, target)
-    except ValueError as e:
-        if "structures do not match" not in str(e):
-            raise
-        if not dataclasses.is_dataclass(target):
-            raise
+    A field that is None in `target` (`RunState.buffer` unless replay is "buffer") must be None
+    in the checkpoint too, or a ValueError says so (Orbax would drop it silently). A checkpoint
+    written before such a field existed (`buffer`, added 2026-11-30) restores with it None."""
+    if dataclasses.is_dataclass(target):
         fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
-        if None not in fields.values():
-            raise
-    state, meta = _restore(mngr, tasks_done, {k: v for k, v in fields.items() if v is not None})
-    return target.replace(**state), meta
+        present = {k for k, v in fields.items() if v is not None}
+        saved = saved_fields(mngr, tasks_done)
+        dropped = sorted(k for k in set(saved) - present if saved[k])
+        if dropped:
+            raise ValueError(
+                f"the checkpoint after task {tasks_done} holds {', '.join(dropped)}, which the "
+                f"state it is restored into has not: a run of another config"
+            )
+        if set(saved) == present != set(fields):
+            state, meta = _restore(mngr, tasks_done, {k: fields[k] for k in present})
+            return target.replace(**state), meta
+    return _restore(mngr, tasks_done, target)
+
+
+def saved_fields(mngr: ocp.CheckpointManager, tasks_done: int) -> dict[str, bool]:
+    """The top-level fields of the state saved after `tasks_done` tasks: whether each holds
+    arrays (False: saved as None)."""
+    folder = Path(mngr.directory) / str(tasks_done) / "state"
+    tree = ocp.StandardCheckpointHandler().metadata(folder).tree
+    return {k: v is not None for k, v in tree.items()}
 
 
 def _restore(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> tuple[Any, dict]:

@@ -72,7 +72,7 @@ class Config:
     latent_dim: int = 100  # size of the generator's Gaussian input
     gan_width: int = 48  # channels of the conv GAN's last hidden layer (first is 2x)
     # GAN epochs: one value for all tasks, or one per task; a task with 0 has no GAN phase
-    # (its generator is the one before it, not a fresh one)
+    # (its generator is the one before it, not a fresh one; for task 1, the untrained one)
     gen_epochs: tuple[int, ...] = (5,)
     # train a generator after the last task too: no later task replays it, but the notebook
     # and studies of the generators look at it; False skips that GAN phase (a run's

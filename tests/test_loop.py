@@ -274,11 +274,28 @@ def test_memory_counts_what_each_baseline_keeps():
 
 def test_a_checkpoint_from_before_the_buffer_field_restores(tmp_path):
     """Checkpoints written before RunState had its `buffer` field (None unless replay="buffer")
-    still resume."""
+    still resume; a checkpoint that holds a buffer is never restored without it."""
     cfg = tiny_config()
     state = loop.init_state(cfg)
     old = {"solver": state.solver, "gan": state.gan, "key": state.key}  # the old RunState's tree
-    checkpoints.save(checkpoints.manager(tmp_path), 1, old, {"tasks_done": 1})
-    restored, meta = checkpoints.restore(checkpoints.manager(tmp_path), 1, loop.init_state(cfg))
+    checkpoints.save(checkpoints.manager(tmp_path / "old"), 1, old, {"tasks_done": 1})
+    mngr = checkpoints.manager(tmp_path / "old")
+    assert checkpoints.saved_fields(mngr, 1) == {"solver": True, "gan": True, "key": True}
+    restored, meta = checkpoints.restore(mngr, 1, loop.init_state(cfg))
     assert restored.buffer is None and meta == {"tasks_done": 1}
-    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, restored.gan, state.gan)))
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, restored, state)))
+    buffered = loop.init_state(tiny_config(replay="buffer", buffer_size=10))
+    checkpoints.save(checkpoints.manager(tmp_path / "new"), 1, buffered, {"tasks_done": 1})
+    with pytest.raises(ValueError, match="holds buffer, which the state it is restored into"):
+        checkpoints.restore(checkpoints.manager(tmp_path / "new"), 1, loop.init_state(cfg))
+
+
+def test_a_run_on_full_mnist(mnist_path):
+    """The tiny run on the full IDX data: every task's images come from its classes, and the
+    solver learns each task when it comes."""
+    cfg = tiny_config(dataset="mnist", data_dir=str(mnist_path), gan="mlp", solver_epochs=1)
+    data = loop.prepare_data(cfg)
+    assert [sorted(set(y.tolist())) for _, y in data.train] == [[0, 1], [2, 3]]
+    assert sum(len(y) for _, y in data.train) == round(0.9 * (5923 + 6742 + 5958 + 6131))
+    r = loop.run(cfg, None, bars=False)
+    assert r["r_test"][0][0] > 0.98 and r["r_test"][1][1] > 0.9

@@ -121,3 +121,21 @@ def test_a_diverged_record_from_an_older_gr_jax_is_resumed_and_said_so(tmp_path,
         capsys.readouterr().err
     )
     assert "environment" in json.loads((out / DIVERGED).read_text())
+
+
+def test_grid_options_split_list_valued_fields_at_bars():
+    args = cli.build_parser().parse_args(
+        [
+            "sweep",
+            "--out",
+            "x",
+            "--tasks",
+            "0,1/2,3|0,1,2/3,4",
+            "--gen-epochs",
+            "5|1,2",
+            "--n-gen",
+            "64,128",
+        ]
+    )
+    assert args.tasks == [((0, 1), (2, 3)), ((0, 1, 2), (3, 4))]
+    assert args.gen_epochs == [(5,), (1, 2)] and args.n_gen == [64, 128]
