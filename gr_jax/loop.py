@@ -468,8 +468,15 @@ def run(
             tqdm.write(f"{out} is complete; its results.json is unchanged", file=sys.stderr)
             return done
     data = prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
-    if out is not None:
-        rundir.create(cfg, out, resume, overwrite, checked=checked)
+    if out is None:
+        return _run_tasks(cfg, None, False, data, started, bars)
+    with rundir.create(cfg, out, resume, overwrite, checked=checked):  # held while it runs
+        return _run_tasks(cfg, out, resume, data, started, bars)
+
+
+def _run_tasks(
+    cfg: Config, out: Path | None, resume: bool, data: TaskData, started: float, bars: bool
+) -> dict[str, Any]:
     state = init_state(cfg)
     b_val, b_test = _accuracies(state.solver, data, cfg)
     history = empty_history(b_val, b_test)

@@ -20,6 +20,7 @@ process runs the same program on its own seeds and gathers the small per-seed me
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -506,10 +507,25 @@ def run(
                         print(f"gr_jax: warning: no summary.json written: {e}", file=sys.stderr)
                 return done
     data = loop.prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
+    claims: list[rundir.Claim] = []  # process 0's, held while it runs
     if out is not None:
         _on_all_processes_then_first(
-            lambda: None, lambda: rundir.create(cfg, out, resume, overwrite, seeds, checked)
+            lambda: None,
+            lambda: claims.append(rundir.create(cfg, out, resume, overwrite, seeds, checked)),
         )
+    with claims[0] if claims else contextlib.nullcontext():
+        return _run_tasks(cfg, seeds, out, resume, data, started, bars)
+
+
+def _run_tasks(
+    cfg: Config,
+    seeds: list[int],
+    out: Path | None,
+    resume: bool,
+    data: loop.TaskData,
+    started: float,
+    bars: bool,
+) -> list[dict[str, Any]]:
     state = shard_seeds(init_states(cfg, seeds))
     p = programs(cfg, loop.capacity(cfg, data))
     solvers = as_programs_take(p, state.solver, len(seeds))

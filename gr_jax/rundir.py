@@ -1,14 +1,15 @@
 """Run directories: which folder a run may use, and writing its files so that a kill never
 leaves half of one.
 
-A run directory holds `config.json` (written first), `checkpoints/`, and at the end
-`results.json`; seeds run in one program add `seeds.json`, `seed=S/results.json` and
+A run directory holds `.lock` (see `Claim`), `config.json` (written first), `checkpoints/`, and
+at the end `results.json`; seeds run in one program add `seeds.json`, `seed=S/results.json` and
 `summary.json`; a sweep point that diverged, `diverged.json`.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -20,7 +21,8 @@ from typing import Any
 from gr_jax.config import Config, diff
 
 # what gr_jax writes into a run directory: --overwrite deletes a folder holding nothing else
-RUN_FILES = ("config.json", "results.json", "seeds.json", "summary.json", "diverged.json")
+LOCK = ".lock"
+RUN_FILES = (LOCK, "config.json", "results.json", "seeds.json", "summary.json", "diverged.json")
 RUN_DIRS = ("checkpoints",)
 _TMP = re.compile(r"\.[\w.=-]+\.[0-9a-f]{32}\.tmp")  # write_text's temporaries
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV)
@@ -28,6 +30,50 @@ _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.E
 
 class RunDirError(RuntimeError):
     """A run directory that cannot be used as asked (exists, belongs to another run, ...)."""
+
+
+class Claim:
+    """A process's hold on a run directory while it runs there: an exclusive `flock` on its
+    `.lock`, which the system releases when the process ends, however it ends (a kill too).
+    A second claim, from any process, is a RunDirError until then."""
+
+    def __init__(self, out: Path):
+        self._file = open(out / LOCK, "a")  # noqa: SIM115 - held open until release()
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise _under_way(out) from None
+
+    def release(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _under_way(out: Path) -> RunDirError:
+    return RunDirError(
+        f"{out}: a run is under way there (another process holds {out / LOCK}); wait for it to "
+        f"end or choose another --out"
+    )
+
+
+def _not_under_way(out: Path) -> None:
+    """A RunDirError if a process holds `out`'s lock now (probed with a shared lock on a
+    read-only handle, so a finished run in a read-only archive can still be read)."""
+    try:
+        f = open(out / LOCK)  # noqa: SIM115 - closed below
+    except OSError:  # no lock file (no run has started there), or none we may read
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _under_way(out) from None
 
 
 def write_text(path: Path, text: str, exclusive: bool = False) -> None:
@@ -123,6 +169,7 @@ def check(
     one program); reads only (so that every process of a multi-host run can check before one of
     them writes). Returns the `stamp` of what it checked, for `create`."""
     cfg_file, seeds_file = out / "config.json", out / "seeds.json"
+    _not_under_way(out)
     if resume:
         if not cfg_file.exists():
             raise RunDirError(f"--resume: {out} holds no run (no config.json)")
@@ -176,20 +223,34 @@ def create(
     overwrite: bool,
     seeds: list[int] | None = None,
     checked: Stamp = None,
+) -> Claim:
+    """After `check` (`checked`: the stamp it returned): claim `out` (`Claim`: hold it while the
+    run goes on, then release it); for a new run, empty it (with `overwrite`, only if it still
+    holds the run checked; its lock stays) and write its seeds.json (seeds in one program), then
+    its config.json, refusing if another process has claimed the folder since."""
+    out.mkdir(parents=True, exist_ok=True)
+    claim = Claim(out)
+    try:
+        if not resume:
+            _start(cfg, out, overwrite, seeds, checked)
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
+
+def _start(
+    cfg: Config, out: Path, overwrite: bool, seeds: list[int] | None, checked: Stamp
 ) -> None:
-    """After `check` (`checked`: the stamp it returned): for a new run, empty `out` (with
-    `overwrite`, only if it still holds the run checked) and write its seeds.json (seeds in one
-    program), then its config.json, refusing if another process has claimed the folder since."""
-    if resume:
-        return
-    if overwrite and out.exists() and any(out.iterdir()):
+    if overwrite and any(e.name != LOCK for e in out.iterdir()):
         if not _is_run_dir(out) or stamp(out) != checked:
             raise RunDirError(
                 f"--overwrite: {out} changed since it was checked (another run may have started "
                 f"there); not deleted"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        for entry in out.iterdir():
+            if entry.name != LOCK:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     if seeds is not None:
         write_json(out / "seeds.json", seeds, exclusive=True)
     try:

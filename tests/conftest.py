@@ -50,8 +50,9 @@ def tiny() -> Config:
 
 
 def prepare(cfg: Config, out: Path, resume: bool = False, overwrite: bool = False) -> None:
-    """What `loop.run` does with its run directory before the first task (data aside)."""
+    """What `loop.run` does with its run directory before the first task (data aside); the
+    directory's claim is let go at once."""
     from gr_jax import rundir
 
     checked = rundir.check(cfg, out, resume, overwrite)
-    rundir.create(cfg, out, resume, overwrite, checked=checked)
+    rundir.create(cfg, out, resume, overwrite, checked=checked).release()

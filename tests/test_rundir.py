@@ -3,6 +3,8 @@
 import errno
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from gr_jax import rundir
 from gr_jax.rundir import RunDirError
 
-from .conftest import prepare, tiny_config
+from .conftest import REPO, prepare, tiny_config
 
 
 def test_run_dir_is_never_overwritten_silently(tmp_path):
@@ -88,7 +90,7 @@ def test_overwrite_refuses_a_folder_with_other_files_or_a_foreign_config(tmp_pat
         (inside / foreign).unlink()
         (inside / foreign).parent.rmdir()
     prepare(tiny_config(n_gen=512), inside, overwrite=True)  # a run directory is replaced
-    assert sorted(p.name for p in inside.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in inside.iterdir()) == [".lock", "config.json"]
 
 
 def test_two_overwrites_of_one_run_replace_it_once(tmp_path):
@@ -102,7 +104,7 @@ def test_two_overwrites_of_one_run_replace_it_once(tmp_path):
     (out / "checkpoints").mkdir()  # the first one's run under way
     with pytest.raises(RunDirError, match="changed since it was checked"):
         rundir.create(cfg, out, resume=False, overwrite=True, checked=second)
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoints", "config.json"]
     assert rundir.stamp(out) != second
 
 
@@ -126,7 +128,7 @@ def test_a_folder_claimed_by_another_process_since_the_check_is_refused(tmp_path
     monkeypatch.setattr(os, "link", racer_first)
     with pytest.raises(RunDirError, match="another process uses"):
         rundir.create(cfg, other, resume=False, overwrite=False, seeds=[2, 3])
-    assert sorted(p.name for p in other.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in other.iterdir()) == [".lock", "config.json"]
     assert (other / "config.json").read_text() == "{}"
 
 
@@ -168,7 +170,7 @@ def test_a_folder_cut_short_before_its_config_says_so_and_can_be_overwritten(tmp
         with pytest.raises(RunDirError, match="cut short before it started"):
             prepare(cfg, out)
         prepare(cfg, out, overwrite=True)
-        assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+        assert sorted(p.name for p in out.iterdir()) == [".lock", "config.json"]
 
 
 def test_files_are_replaced_whole_and_a_cut_results_file_reads_as_unfinished(tmp_path):
@@ -182,3 +184,45 @@ def test_files_are_replaced_whole_and_a_cut_results_file_reads_as_unfinished(tmp
     rundir.write_json(f, {"tasks_done": 1})
     assert rundir.finished_results(cfg, tmp_path) is None  # a run not finished
     assert json.loads(f.read_text()) == {"tasks_done": 1}
+
+
+CLAIM_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from gr_jax import rundir
+from tests.conftest import tiny_config
+claim = rundir.create(tiny_config(), Path(sys.argv[1]), resume=False, overwrite=False)
+print("claimed", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_run_under_way_is_neither_replaced_nor_resumed_until_its_process_ends(tmp_path):
+    cfg = tiny_config()
+    out = tmp_path / "run"
+    claim = rundir.create(cfg, out, resume=False, overwrite=False)  # a run going on
+    for resume, overwrite in ((True, False), (False, True)):
+        with pytest.raises(RunDirError, match="a run is under way there"):
+            rundir.check(cfg, out, resume, overwrite)
+        with pytest.raises(RunDirError, match="a run is under way there"):
+            rundir.create(cfg, out, resume, overwrite, checked=rundir.stamp(out))
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.json"]
+    claim.release()
+    rundir.check(cfg, out, resume=True, overwrite=False)
+    # another process's claim, let go however that process ends (here SIGKILL)
+    other = tmp_path / "other"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", CLAIM_AND_WAIT, str(other)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        with pytest.raises(RunDirError, match="a run is under way there"):
+            rundir.check(cfg, other, resume=False, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    rundir.check(cfg, other, resume=False, overwrite=True)
+    rundir.create(cfg, other, resume=False, overwrite=True, checked=rundir.stamp(other)).release()
