@@ -471,6 +471,8 @@ def run(
     if out is None:
         return _run_tasks(cfg, None, False, data, started, bars)
     with rundir.create(cfg, out, resume, overwrite, checked=checked):  # held while it runs
+        if resume and (done := rundir.finished_results(cfg, out)) is not None:
+            return done  # finished by the process that held it while the data loaded
         return _run_tasks(cfg, out, resume, data, started, bars)
 
 

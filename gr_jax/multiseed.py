@@ -496,25 +496,36 @@ def run(
         checked = _on_all_processes_then_first(
             lambda: rundir.check(cfg, out, resume, overwrite, seeds), lambda: None
         )
-        if resume:
-            done = [rundir.finished_results(replace(cfg, seed=s), out / f"seed={s}") for s in seeds]
-            if all(r is not None for r in done):
-                tqdm.write(f"{out} is complete; its results are unchanged", file=sys.stderr)
-                if rundir.read_json(out / "summary.json") is None and jax.process_index() == 0:
-                    try:
-                        rundir.write_json(out / "summary.json", summary(done))  # killed before it
-                    except OSError as e:  # a read-only archive: the results are still there
-                        print(f"gr_jax: warning: no summary.json written: {e}", file=sys.stderr)
-                return done
+        if resume and (done := _finished(cfg, seeds, out)) is not None:
+            return done
     data = loop.prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
-    claims: list[rundir.Claim] = []  # process 0's, held while it runs
-    if out is not None:
-        _on_all_processes_then_first(
-            lambda: None,
-            lambda: claims.append(rundir.create(cfg, out, resume, overwrite, seeds, checked)),
-        )
-    with claims[0] if claims else contextlib.nullcontext():
+    with contextlib.ExitStack() as claim:  # process 0's, held while it runs
+        if out is not None:
+            _on_all_processes_then_first(
+                lambda: None,
+                lambda: claim.enter_context(
+                    rundir.create(cfg, out, resume, overwrite, seeds, checked)
+                ),
+            )
+            # finished by the process that held it while the data loaded
+            if resume and (done := _finished(cfg, seeds, out)) is not None:
+                return done
         return _run_tasks(cfg, seeds, out, resume, data, started, bars)
+
+
+def _finished(cfg: Config, seeds: list[int], out: Path) -> list[dict[str, Any]] | None:
+    """Every seed's results if the run in `out` is complete (writing its summary.json if a
+    kill came before it), else None."""
+    done = [rundir.finished_results(replace(cfg, seed=s), out / f"seed={s}") for s in seeds]
+    if any(r is None for r in done):
+        return None
+    tqdm.write(f"{out} is complete; its results are unchanged", file=sys.stderr)
+    if rundir.read_json(out / "summary.json") is None and jax.process_index() == 0:
+        try:
+            rundir.write_json(out / "summary.json", summary(done))  # killed before it
+        except OSError as e:  # a read-only archive: the results are still there
+            print(f"gr_jax: warning: no summary.json written: {e}", file=sys.stderr)
+    return done
 
 
 def _run_tasks(

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,19 @@ class Claim:
     A second claim, from any process, is a RunDirError until then."""
 
     def __init__(self, out: Path):
-        self._file = open(out / LOCK, "a")  # noqa: SIM115 - held open until release()
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise _under_way(out) from None
+            self._file = open(out / LOCK, "a")  # noqa: SIM115 - held open until release()
+        except PermissionError:  # another user's lock file: flock needs no write access
+            self._file = open(out / LOCK)  # noqa: SIM115
+        for wait in (0.01, 0.02, 0.04, 0.08, None):  # out of another process's brief probe
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if wait is None:
+                    self._file.close()
+                    raise _under_way(out) from None
+                time.sleep(wait)
 
     def release(self) -> None:
         self._file.close()
@@ -195,7 +203,7 @@ def check(
         if seeds is not None and saved_seeds != seeds:
             raise RunDirError(f"--resume: {out} was run with seeds {saved_seeds}, not {seeds}")
         return stamp(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(e.name != LOCK for e in out.iterdir()):
         if not overwrite:
             if not cfg_file.exists() and _is_run_dir(out):  # seeds.json or temporaries only
                 raise RunDirError(
@@ -248,9 +256,14 @@ def _start(
                 f"--overwrite: {out} changed since it was checked (another run may have started "
                 f"there); not deleted"
             )
-        for entry in out.iterdir():
-            if entry.name != LOCK:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        # config.json last: an overwrite cut short still leaves a run directory
+        for entry in sorted(out.iterdir(), key=lambda e: e.name == "config.json"):
+            if entry.name == LOCK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     if seeds is not None:
         write_json(out / "seeds.json", seeds, exclusive=True)
     try:

@@ -1,10 +1,12 @@
 """Run directories: what may be used, replaced or resumed, and files never left half-written."""
 
 import errno
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -226,3 +228,27 @@ def test_a_run_under_way_is_neither_replaced_nor_resumed_until_its_process_ends(
         holder.wait()
     rundir.check(cfg, other, resume=False, overwrite=True)
     rundir.create(cfg, other, resume=False, overwrite=True, checked=rundir.stamp(other)).release()
+
+
+def test_a_lock_file_alone_is_no_run_and_an_overwrite_unlinks_links(tmp_path):
+    cfg = tiny_config()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").touch()  # e.g. after `rm -r run/*`, which leaves dotfiles
+    prepare(cfg, out)  # a fresh run, no --overwrite needed
+    kept = tmp_path / "elsewhere"
+    kept.mkdir()
+    (kept / "1").mkdir()
+    (out / "checkpoints").symlink_to(kept, target_is_directory=True)
+    prepare(tiny_config(n_gen=512), out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.json"]
+    assert (kept / "1").is_dir()  # the link went, not what it points to
+
+
+def test_a_claim_waits_out_another_process_brief_look_at_the_lock(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    look = open(out / ".lock", "a")  # noqa: SIM115 - what check's probe does, for 30 ms
+    fcntl.flock(look, fcntl.LOCK_SH)
+    threading.Timer(0.03, look.close).start()
+    rundir.Claim(out).release()
