@@ -248,16 +248,16 @@ def replay_phase(
     """
     real_x, real_y = data.train[t]
     counts = [0] * cfg.num_classes
+    stored = None
     if t > 0 and cfg.replay in ("exact", "joint"):
         n_keep = cfg.buffer_size if cfg.replay == "exact" else None
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-        old_x, old_y = replay.stored_replay(data.train[:t], n_keep, seed)
-        real_x, real_y = np.concatenate([real_x, old_x]), np.concatenate([real_y, old_y])
-        counts = np.bincount(old_y, minlength=cfg.num_classes).tolist()
-    if t > 0 and cfg.replay == "buffer":
-        old_x, old_y = replay.kept_replay(data.train[:t], np.asarray(state.buffer))
-        real_x, real_y = np.concatenate([real_x, old_x]), np.concatenate([real_y, old_y])
-        counts = np.bincount(old_y, minlength=cfg.num_classes).tolist()
+        stored = replay.stored_replay(data.train[:t], n_keep, seed)
+    elif t > 0 and cfg.replay == "buffer":
+        stored = replay.kept_replay(data.train[:t], np.asarray(state.buffer))
+    if stored is not None:
+        real_x, real_y = np.concatenate([real_x, stored[0]]), np.concatenate([real_y, stored[1]])
+        counts = np.bincount(stored[1], minlength=cfg.num_classes).tolist()
     rows = capacity(cfg, data)
     x = jnp.asarray(replay.pad_to(real_x, rows))
     y = jnp.asarray(replay.pad_to(real_y, rows))

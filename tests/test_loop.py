@@ -299,3 +299,13 @@ def test_a_run_on_full_mnist(mnist_path):
     assert sum(len(y) for _, y in data.train) == round(0.9 * (5923 + 6742 + 5958 + 6131))
     r = loop.run(cfg, None, bars=False)
     assert r["r_test"][0][0] > 0.98 and r["r_test"][1][1] > 0.9
+
+
+def test_the_validation_split_follows_split_seed_not_the_run_seed():
+    first = loop.prepare_data(tiny_config())
+    other_run = loop.prepare_data(tiny_config(seed=1))
+    other_split = loop.prepare_data(tiny_config(split_seed=1))
+    assert np.array_equal(first.val_x, other_run.val_x) and len(first.val_y) == len(
+        other_split.val_y
+    )
+    assert not np.array_equal(first.val_x, other_split.val_x)
