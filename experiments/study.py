@@ -214,8 +214,12 @@ def write_cost_figures(groups: dict[str, list[dict]]) -> None:
     ax.plot(tasks, [models] * len(tasks), "o-", label="solver + generator parameters")
     ax.plot(tasks, np.array(mem["real_data_bytes_float32_after_task"]) / 1e6, "s-",
             label="real data seen, float32")  # fmt: skip
-    ax.plot(tasks, np.array(mem["real_data_bytes_uint8_after_task"]) / 1e6, "^-",
-            label="real data seen, uint8")  # fmt: skip
+    seen_uint8 = np.array(mem["real_data_bytes_uint8_after_task"])
+    ax.plot(tasks, seen_uint8 / 1e6, "^-", label="real data seen, uint8")
+    for group in (g for g in groups if g.startswith("buffer-")):  # what each keeps after a task
+        n = groups[group][0]["config"]["buffer_size"]
+        ax.plot(tasks, np.minimum(seen_uint8, n * 28 * 28) / 1e6, "v--",
+                label=f"{group}: a memory of {n:,} real images, uint8")  # fmt: skip
     ax.set(xlabel="tasks learned", ylabel="MB", title="memory needed for replay")
     ax.legend(fontsize=7)
     fig.tight_layout()
