@@ -58,7 +58,7 @@ def diagnose(run_dir: str) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
         sys.exit(__doc__)
     d = diagnose(sys.argv[1])
     path = OUT / f"diagnosis-{d['run']}.json"

@@ -55,7 +55,7 @@ def solver_only(run_dir: str, changes: dict) -> np.ndarray:
 
 
 def main() -> None:
-    if len(sys.argv) < 3:
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
         sys.exit(__doc__)
     run_dir = sys.argv[1]
     for arg in sys.argv[2:]:

@@ -48,7 +48,24 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _tasks(text: str) -> tuple[tuple[int, ...], ...]:
-    return tuple(_int_list(part) for part in text.split("/"))
+    try:
+        return tuple(_int_list(part) for part in text.split("/"))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"tasks: classes separated by commas, tasks by slashes (0,1/2,3/4,5), got {text!r}"
+        ) from None
+
+
+def _cli_text(value: Any) -> str:
+    """A config value as the command line writes it: 10,15,20 and 0,1/2,3 for tuples."""
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+        return "/".join(_cli_text(v) for v in value)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+METAVARS = {"tuple[int, ...]": "A,B,...", "tuple[tuple[int, ...], ...]": "A,B/C,D/..."}
 
 
 def _bool(text: str) -> bool:
@@ -90,10 +107,10 @@ def add_config_options(parser: argparse.ArgumentParser, grid: bool = False) -> N
             dest=f.name,
             type=(lambda text, parse=parse, t=f.type: _grid(text, parse, t)) if grid else parse,
             default=None,
-            metavar=f.type.split("[")[0].upper().replace(" | NONE", ""),
+            metavar=METAVARS.get(f.type, f.type.split("[")[0].upper().replace(" | NONE", "")),
             help=argparse.SUPPRESS
             if grid and f.name == "seed"  # refused below: a sweep takes --seeds
-            else f"{meaning} (default: {getattr(Config(), f.name)!r}, or the preset's)",
+            else f"{meaning} (default: {_cli_text(getattr(Config(), f.name))}, or the preset's)",
         )
 
 
@@ -117,7 +134,9 @@ def parse_seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"seeds: expected 'A-B' or 'A,B,C', got {text!r}"
         ) from None
-    if not seeds or min(seeds) < 0:
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"seeds: {text!r} is an empty range (write 'low-high')")
+    if min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"seeds: need non-negative seeds, got {text!r}")
     return seeds
 
@@ -129,6 +148,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         for f in dataclasses.fields(Config)
         if getattr(args, f.name) is not None
     }
+    if overrides.get("data_dir"):  # config.json must find it from any working directory
+        overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
     saved = args.out / "config.json" if getattr(args, "out", None) else None
     if getattr(args, "resume", False) and args.preset is None and saved and saved.is_file():
         try:
@@ -139,10 +160,34 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return preset(args.preset or "seed", **overrides)
 
 
+# options that do nothing unless another field has a given value: (field, needs, its values)
+ONLY_WITH = (
+    ("buffer_size", "replay", ("exact", "buffer")),
+    ("replay_share", "replay_weighting", ("fixed",)),
+    ("test_fraction", "dataset", ("mnist-5k",)),
+)
+
+
+def unused_options(args: argparse.Namespace, cfg: Config) -> list[str]:
+    """Warnings for options given on the command line that this config does not use."""
+    return [
+        f"--{name.replace('_', '-')} has no effect with {needs}={getattr(cfg, needs)!r} (it "
+        f"is used with {' or '.join(map(repr, values))})"
+        for name, needs, values in ONLY_WITH
+        if getattr(args, name, None) is not None and getattr(cfg, needs) not in values
+    ]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gr-jax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one experiment")
+    run = sub.add_parser(
+        "run",
+        help="run one experiment",
+        usage="gr-jax run [--preset NAME] [--out DIR] [--resume | --overwrite] [--seeds S] "
+        "[--FIELD VALUE ...] (--help lists them)",
+    )
+    run.set_defaults(subparser=run)
     run.add_argument(
         "--preset",
         default=None,
@@ -186,7 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_kernel_options(run)
     add_config_options(run)
-    sw = sub.add_parser("sweep", help="a grid of runs x seeds, resumable, with a summary table")
+    sw = sub.add_parser(
+        "sweep",
+        help="a grid of runs x seeds, resumable, with a summary table",
+        usage="gr-jax sweep --out DIR [--preset NAME] [--seeds S] [--FIELD A,B,... ...] "
+        "(--help lists them)",
+    )
+    sw.set_defaults(subparser=sw)
     sw.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)}")
     sw.add_argument("--seeds", type=parse_seeds, default=[0], help="'0-4' or '0,1,2'")
     sw.add_argument("--out", type=Path, required=True, help="sweep directory")
@@ -236,9 +287,16 @@ def add_xla_flags(extra: tuple[str, ...]) -> None:
 
 
 def enable_compile_cache(path: Path) -> None:
+    """JAX's persistent compilation cache in `path`; a ConfigError if it cannot be a folder."""
     import jax
 
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"--compile-cache-dir {path}: {e.strerror or e}; choose another folder or pass "
+            f"--no-compile-cache"
+        ) from None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
@@ -248,12 +306,19 @@ def _run_seeds(cfg: Config, seeds: list[int], out: Path, args: argparse.Namespac
     from gr_jax.metrics import format_matrix
 
     every = multiseed.run(
-        cfg, seeds, out, resume=args.resume, overwrite=args.overwrite, bars=not args.no_progress
+        cfg,
+        seeds,
+        out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        bars=not args.no_progress,
+        log=True,
     )
     s = multiseed.summary(every)
     print(format_matrix(s["r_test"]["mean"], f"test accuracy R, mean over seeds {seeds}"))
     stats = (
-        f"{m.upper()} {s[f'test_{m}']['mean']:+.4f} ± {s[f'test_{m}']['std']:.4f}"
+        f"{m.upper()} {s[f'test_{m}']['mean']:{'' if m == 'acc' else '+'}.4f} ± "
+        f"{s[f'test_{m}']['std']:.4f}"
         for m in ("acc", "bwt", "fwt")
     )
     print("  ".join(stats) + "  (test split)")
@@ -264,7 +329,7 @@ def _run_seeds(cfg: Config, seeds: list[int], out: Path, args: argparse.Namespac
 def _resume_hint(out: Path) -> str:
     from gr_jax import checkpoints
 
-    done = checkpoints.latest(checkpoints.manager(out)) if (out / "checkpoints").exists() else None
+    done = checkpoints.latest_in(out)
     if not done:
         return f"{out} holds no finished task yet."
     return (
@@ -276,7 +341,7 @@ def _resume_hint(out: Path) -> str:
 def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from gr_jax.data import DataError
     from gr_jax.rundir import RunDirError
-    from gr_jax.sweep import sweep
+    from gr_jax.sweep import points, sweep
 
     grid = {
         f.name: getattr(args, f.name)
@@ -287,15 +352,16 @@ def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         parser.error("sweep: give seeds with --seeds, not --seed")
     fixed = {k: v[0] for k, v in grid.items() if len(v) == 1}
     axes = {k: v for k, v in grid.items() if len(v) > 1}
-    try:
-        base = preset(args.preset, **fixed)
-        for name, values in axes.items():
-            for v in values:
-                validate(dataclasses.replace(base, **{name: v}))
+    try:  # the fixed values are checked with each combination of the axes' (they may need them)
+        base = dataclasses.replace(preset(args.preset), **fixed)
+        points(base, axes, args.seeds)
     except (ConfigError, TypeError) as e:
         parser.error(str(e))
     if not args.no_compile_cache:
-        enable_compile_cache(args.compile_cache_dir)
+        try:
+            enable_compile_cache(args.compile_cache_dir)
+        except ConfigError as e:
+            parser.error(str(e))
     try:
         _, diverged = sweep(base, axes, args.seeds, args.out, bars=not args.no_progress)
     except (ConfigError, DataError, RunDirError) as e:  # a point's divergence: `diverged`
@@ -315,8 +381,8 @@ def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    parser = args.subparser  # its usage line in the errors below
     try:
         add_xla_flags(DETERMINISTIC_XLA_FLAGS if args.deterministic else ())
         add_xla_flags(CPU_CONV_XLA_FLAGS[args.cpu_convs])
@@ -339,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--coordinator, --num-processes and --process-id go with --distributed")
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR")
+    if args.resume and args.overwrite:
+        parser.error("give either --resume (continue the run in --out) or --overwrite (replace it)")
     out = args.out or Path("runs") / f"{args.preset or 'seed'}-{time.strftime('%Y%m%d-%H%M%S')}"
     seeds = args.seeds
     if seeds is None and args.resume and (out / "seeds.json").exists():
@@ -356,12 +424,23 @@ def main(argv: list[str] | None = None) -> int:
 
         jax.distributed.initialize(*manual)
     if not args.no_compile_cache:
-        enable_compile_cache(args.compile_cache_dir)
+        try:
+            enable_compile_cache(args.compile_cache_dir)
+        except ConfigError as e:
+            parser.error(str(e))
+    for warning in unused_options(args, cfg):
+        print(f"gr-jax: warning: {warning}", file=sys.stderr)
+    print(f"gr-jax: run directory {out}", file=sys.stderr)
     try:
         if seeds is not None:
             return _run_seeds(cfg, seeds, out, args)
         results = run(
-            cfg, out, resume=args.resume, overwrite=args.overwrite, bars=not args.no_progress
+            cfg,
+            out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            bars=not args.no_progress,
+            log=True,
         )
     except (ConfigError, DataError, RunDirError) as e:
         print(f"gr-jax: error: {e}", file=sys.stderr)

@@ -231,6 +231,8 @@ def validate(cfg: Config) -> Config:
 
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            need(False, f"{f.name} must be a finite number, got {value!r}")
         need(_has_type(value, f.type), f"{f.name} must be {f.type}, got {value!r}")
 
     need(cfg.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {cfg.dataset!r}")
@@ -350,7 +352,7 @@ def validate(cfg: Config) -> Config:
         f"gen_epochs: give one value or one per task ({cfg.num_tasks}), got "
         f"{len(cfg.gen_epochs)}{hint}",
     )
-    need(all(e >= 0 for e in cfg.gen_epochs), "gen_epochs must be >= 0")
+    need(all(e >= 0 for e in cfg.gen_epochs), f"gen_epochs must be >= 0, got {cfg.gen_epochs}")
     need(0.0 < cfg.val_fraction < 0.5, f"val_fraction must be in (0, 0.5), got {cfg.val_fraction}")
     need(
         0.0 < cfg.test_fraction < 0.5, f"test_fraction must be in (0, 0.5), got {cfg.test_fraction}"
@@ -395,7 +397,7 @@ PRESETS: dict[str, Config] = {
         solver_batch=64,
         gan="conv",
         gan_width=32,
-        gen_epochs=(25,),  # ~560 real images a task: many epochs of small batches
+        gen_epochs=(25,),  # 720 real images a task: many epochs of small batches
         gan_batch=32,
     ),
     # The method as described, on full MNIST, with the study's default n_gen.

@@ -118,7 +118,8 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path:
         root = Path(explicit).expanduser()
         missing = [f for f in FILES.values() if not (root / f).is_file()]
         raise DataError(
-            f"data dir {root} (from {'--data-dir' if data_dir is not None else ENV_VAR}) holds "
+            f"data dir {root} (from "
+            f"{'the config (--data-dir)' if data_dir is not None else ENV_VAR}) holds "
             f"neither {name}/ with the four IDX files nor the files themselves; "
             f"missing: {', '.join(missing)}"
         )
@@ -167,6 +168,12 @@ def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Da
     for fname, expected in SHA256[name].items():
         got = sha256(folder / fname)
         if got != expected:
+            other = [d for d, files in SHA256.items() if files.get(fname) == got]
+            if other:
+                raise DataError(
+                    f"{folder / fname} is {other[0]}'s file, not {name}'s: point --data-dir (or "
+                    f"{ENV_VAR}) at a folder holding {name}/, or at {name}'s own files"
+                )
             raise DataError(
                 f"{folder / fname}: sha256 {got} does not match the {expected} TFDS registers for "
                 f"{name}; the file is corrupt, truncated or from another dataset"

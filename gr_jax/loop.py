@@ -9,6 +9,8 @@ tasks -> loop -> results.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -96,7 +98,7 @@ def prepare_data(cfg: Config) -> TaskData:
         task_of_class[list(classes)] = t
     val = np.concatenate(task_indices(s.val_y, cfg.tasks))
     test = np.concatenate(task_indices(s.test_y, cfg.tasks))
-    return TaskData(
+    data = TaskData(
         train=train,
         val_x=jnp.asarray(s.val_x[np.sort(val)]),
         val_y=jnp.asarray(s.val_y[np.sort(val)]),
@@ -104,6 +106,27 @@ def prepare_data(cfg: Config) -> TaskData:
         test_y=jnp.asarray(s.test_y[np.sort(test)]),
         task_of_class=jnp.asarray(task_of_class),
     )
+    check_memory(cfg, data)
+    return data
+
+
+def check_memory(cfg: Config, data: TaskData, copies: int = 2) -> None:
+    """A ConfigError if a task's training set cannot fit in this machine's memory: float32
+    images, held at least twice (the mix on the host and on the device). Said before the run
+    directory is made, not as an allocation error in task 2."""
+    rows = capacity(cfg, data)
+    need = rows * 28 * 28 * 4 * copies
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no such query here: nothing to compare
+        return
+    if need > have:
+        field = {"generative": "n_gen", "joint": "the dataset"}.get(cfg.replay, "buffer_size")
+        raise ConfigError(
+            f"a task's training set would hold up to {rows:,} images (set by {field}): "
+            f"{need / 2**30:,.1f} GiB or more in float32, more than this machine's "
+            f"{have / 2**30:,.1f} GiB of memory"
+        )
 
 
 def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
@@ -454,11 +477,13 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     bars: bool = True,
+    log: bool = False,
 ) -> dict[str, Any]:
     """Run the whole experiment; with `out`, checkpoint after every task and write results.json.
 
     `resume` continues the run in `out` from its last checkpoint (a finished run's results
-    come back as recorded, as JSON types); `overwrite` replaces the run in `out`."""
+    come back as recorded, as JSON types); `overwrite` replaces the run in `out`; `bars`:
+    progress bars; `log`: a line on stderr for every finished task."""
     cfg = validate(cfg)
     started = time.perf_counter()
     out = Path(out) if out is not None else None
@@ -469,40 +494,63 @@ def run(
             return done
     data = prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
     if out is None:
-        return _run_tasks(cfg, None, False, data, started, bars)
+        return _run_tasks(cfg, None, False, data, started, bars, log)
     with rundir.create(cfg, out, resume, overwrite, checked=checked):  # held while it runs
         if resume and (done := rundir.finished_results(cfg, out)) is not None:
             return done  # finished by the process that held it while the data loaded
-        return _run_tasks(cfg, out, resume, data, started, bars)
+        return _run_tasks(cfg, out, resume, data, started, bars, log)
 
 
 def _run_tasks(
-    cfg: Config, out: Path | None, resume: bool, data: TaskData, started: float, bars: bool
+    cfg: Config,
+    out: Path | None,
+    resume: bool,
+    data: TaskData,
+    started: float,
+    bars: bool,
+    log: bool = False,
 ) -> dict[str, Any]:
     state = init_state(cfg)
     b_val, b_test = _accuracies(state.solver, data, cfg)
     history = empty_history(b_val, b_test)
 
-    mngr = checkpoints.manager(out) if out is not None else None
-    if mngr is not None and resume:
-        done = checkpoints.latest(mngr)
-        if done is not None:
-            state, history = checkpoints.restore(mngr, done, state)
-            tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
-    env = provenance.environment()
-    for t in tqdm(range(history["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
-        provenance.warn_if_changed(provenance.note_environment(history, env, t), t)
-        state = run_task(cfg, t, state, data, history, bars)
-        if mngr is not None:
-            tick = time.perf_counter()
-            checkpoints.save(mngr, t + 1, state, history)
-            faults.point(t, "checkpoint")
-            history["timings"][-1]["checkpoint"] = time.perf_counter() - tick
+    with contextlib.ExitStack() as stack:  # the checkpoint manager closed however the run ends
+        mngr = stack.enter_context(checkpoints.manager(out)) if out is not None else None
+        if mngr is not None and resume:
+            done = checkpoints.latest(mngr)
+            if done is not None:
+                state, history = checkpoints.restore(mngr, done, state)
+                tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
+        env = provenance.environment()
+        first = history["tasks_done"]
+        tasks = range(first, cfg.num_tasks)
+        for t in tqdm(tasks, desc="tasks", disable=not bars, initial=first, total=cfg.num_tasks):
+            tick_task = time.perf_counter()
+            provenance.warn_if_changed(provenance.note_environment(history, env, t), t)
+            state = run_task(cfg, t, state, data, history, bars)
+            if mngr is not None:
+                tick = time.perf_counter()
+                checkpoints.save(mngr, t + 1, state, history)
+                faults.point(t, "checkpoint")
+                history["timings"][-1]["checkpoint"] = time.perf_counter() - tick
+            if log:
+                log_task(out, cfg, t, history["r_test"][t], time.perf_counter() - tick_task)
 
     results = make_results(cfg, state, history, data, time.perf_counter() - started, env)
     if out is not None:
         rundir.write_json(out / "results.json", results)
     return results
+
+
+def log_task(out: Path | None, cfg: Config, t: int, row: Any, seconds: float) -> None:
+    """One line on stderr for a finished task: what a log without progress bars shows."""
+    seen = np.asarray(row)[: t + 1]
+    where = f"{out}: " if out is not None else ""
+    tqdm.write(
+        f"{where}task {t + 1}/{cfg.num_tasks} done in {seconds:.0f} s; test accuracy on tasks "
+        f"1-{t + 1}: {' '.join(f'{a:.3f}' for a in seen)} (mean {seen.mean():.4f})",
+        file=sys.stderr,
+    )
 
 
 def stored_bytes(cfg: Config, seen: np.ndarray) -> int:

@@ -470,9 +470,11 @@ def run(
     resume: bool = False,
     overwrite: bool = False,
     bars: bool = True,
+    log: bool = False,
 ) -> list[dict[str, Any]]:
     """All `seeds` of `cfg` in one program; with `out`, a checkpoint after every task, one
-    `seed=S/results.json` per seed and `summary.json` (mean and std over seeds)."""
+    `seed=S/results.json` per seed and `summary.json` (mean and std over seeds); `bars` and
+    `log` as in `loop.run` (the line per task gives the mean over seeds)."""
     cfg = validate(replace(cfg, seed=seeds[0]))
     if cfg.replay not in ("generative", "none"):
         raise ConfigError(
@@ -510,7 +512,7 @@ def run(
             # finished by the process that held it while the data loaded
             if resume and (done := _finished(cfg, seeds, out)) is not None:
                 return done
-        return _run_tasks(cfg, seeds, out, resume, data, started, bars)
+        return _run_tasks(cfg, seeds, out, resume, data, started, bars, log)
 
 
 def _finished(cfg: Config, seeds: list[int], out: Path) -> list[dict[str, Any]] | None:
@@ -536,6 +538,7 @@ def _run_tasks(
     data: loop.TaskData,
     started: float,
     bars: bool,
+    log: bool = False,
 ) -> list[dict[str, Any]]:
     state = shard_seeds(init_states(cfg, seeds))
     p = programs(cfg, loop.capacity(cfg, data))
@@ -547,27 +550,34 @@ def _run_tasks(
     histories = [
         loop.empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))
     ]
-    mngr = checkpoints.manager(out) if out is not None else None
-    if mngr is not None and resume and checkpoints.latest(mngr) is not None:
-        done = checkpoints.latest(mngr)
-        state, meta = checkpoints.restore(mngr, done, state)
-        state = shard_seeds(state)
-        histories = meta["histories"]
-        tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
-    env = provenance.environment()
-    for t in tqdm(range(histories[0]["tasks_done"], cfg.num_tasks), desc="tasks", disable=not bars):
-        changed = [provenance.note_environment(h, env, t) for h in histories]
-        provenance.warn_if_changed(changed[0], t)
-        with timing.compile_seconds() as compile_time:
-            state = run_task(cfg, t, state, data, histories, bars)
-        for h in histories:
-            h["timings"][-1]["compile"] = compile_time[0]  # part of the phases, as in loop
-        if mngr is not None:
-            tick = time.perf_counter()
-            checkpoints.save(mngr, t + 1, state, {"histories": histories})
-            faults.point(t, "checkpoint")
+    with contextlib.ExitStack() as stack:  # the checkpoint manager closed however the run ends
+        mngr = stack.enter_context(checkpoints.manager(out)) if out is not None else None
+        if mngr is not None and resume and checkpoints.latest(mngr) is not None:
+            done = checkpoints.latest(mngr)
+            state, meta = checkpoints.restore(mngr, done, state)
+            state = shard_seeds(state)
+            histories = meta["histories"]
+            tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
+        env = provenance.environment()
+        first = histories[0]["tasks_done"]
+        tasks = range(first, cfg.num_tasks)
+        for t in tqdm(tasks, desc="tasks", disable=not bars, initial=first, total=cfg.num_tasks):
+            tick_task = time.perf_counter()
+            changed = [provenance.note_environment(h, env, t) for h in histories]
+            provenance.warn_if_changed(changed[0], t)
+            with timing.compile_seconds() as compile_time:
+                state = run_task(cfg, t, state, data, histories, bars)
             for h in histories:
-                h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
+                h["timings"][-1]["compile"] = compile_time[0]  # part of the phases, as in loop
+            if mngr is not None:
+                tick = time.perf_counter()
+                checkpoints.save(mngr, t + 1, state, {"histories": histories})
+                faults.point(t, "checkpoint")
+                for h in histories:
+                    h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
+            if log:
+                row = np.mean([h["r_test"][t] for h in histories], axis=0)
+                loop.log_task(out, cfg, t, row, time.perf_counter() - tick_task)
 
     wall = time.perf_counter() - started
     one_seed = shapes_of_one_seed(state)

@@ -160,6 +160,23 @@ def _is_run_dir(out: Path) -> bool:
 Stamp = tuple[int, int, int] | None
 
 
+def usable_folder(out: Path, writable: bool = True) -> None:
+    """Raise RunDirError unless `out` is a folder, or can be made one, that this process may
+    write in (`writable`; a finished run in a read-only archive may still be resumed): said
+    before any work, not as a traceback after the data have loaded."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file, not a folder; choose another --out")
+    existing = out
+    while not existing.exists():
+        if existing.is_symlink():  # a link to nowhere
+            raise RunDirError(f"{existing} is a broken symbolic link; choose another --out")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"{out} cannot be made: {existing} is a file; choose another --out")
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"{out}: {existing} is not writable by this user; choose another --out")
+
+
 def stamp(out: Path) -> Stamp:
     """Which run `out` holds now: its config.json's inode, size and modification time (None
     without one). A run claimed there since a check has another stamp."""
@@ -177,6 +194,7 @@ def check(
     one program); reads only (so that every process of a multi-host run can check before one of
     them writes). Returns the `stamp` of what it checked, for `create`."""
     cfg_file, seeds_file = out / "config.json", out / "seeds.json"
+    usable_folder(out, writable=not resume)
     _not_under_way(out)
     if resume:
         if not cfg_file.exists():

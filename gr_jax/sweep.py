@@ -6,13 +6,16 @@ recorded in its `diverged.json` (where, and in what environment) and the other p
 run; later calls in the same environment skip it (runs are bitwise repeatable there: it would
 diverge again), in another one they resume it from its last checkpoint. The summary groups the
 points by everything but the seed: mean and (population) standard deviation of ACC, BWT and
-FWT (test split), and how many seeds diverged.
+FWT (test split), and how many seeds diverged, over every point the directory holds with the
+sweep's fixed config (points an earlier call ran for other values of the axes or other seeds
+too), and a warning names the points run with other XLA flags than this process's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,15 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from gr_jax.config import Config, diff, validate
+from gr_jax.config import Config, ConfigError, diff, validate
 
 METRICS = ("acc", "bwt", "fwt")
 
 
 def _text(value: Any) -> str:
+    """A value as a point's name and the summary show it: tasks `0-1_2-3` (no `/`: one folder)."""
     if isinstance(value, tuple):
         return (
-            "/".join(_text(v) for v in value)
+            "_".join(_text(v) for v in value)
             if value and isinstance(value[0], tuple)
             else ("-".join(str(v) for v in value))
         )
@@ -36,15 +40,34 @@ def _text(value: Any) -> str:
 
 
 def points(base: Config, axes: dict[str, list[Any]], seeds: list[int]) -> list[tuple[str, Config]]:
-    """(directory name, config) for every combination of the axes' values and every seed."""
-    names = list(axes)
-    out = []
-    for values in itertools.product(*(axes[n] for n in names)):
-        overrides = dict(zip(names, values))
-        for seed in seeds:
-            cfg = validate(dataclasses.replace(base, **overrides, seed=seed))
-            label = ",".join(f"{n}={_text(v)}" for n, v in overrides.items())
-            out.append(((label + "," if label else "") + f"seed={seed}", cfg))
+    """(directory name, config) for every combination of the axes' values and every seed; a
+    ConfigError for repeated seeds or values, or naming every combination that is not valid."""
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"--seeds: repeated seeds in {seeds}")
+    for name, values in axes.items():
+        texts = [_text(v) for v in values]
+        if len(set(texts)) < len(texts):
+            raise ConfigError(f"--{name.replace('_', '-')}: repeated values in {', '.join(texts)}")
+    if "data_dir" in axes:  # diff ignores it: every value would be the same run
+        raise ConfigError("data_dir cannot be a sweep axis: where the data lie changes no result")
+    combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    out, bad = [], []
+    for overrides in combos:
+        label = ",".join(f"{n}={_text(v)}" for n, v in overrides.items())
+        try:
+            cfgs = [validate(dataclasses.replace(base, **overrides, seed=s)) for s in seeds]
+        except ConfigError as e:
+            if not axes:
+                raise
+            bad.append(f"{label}: {e}")
+            continue
+        out += [((label + "," if label else "") + f"seed={c.seed}", c) for c in cfgs]
+    if bad:
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ConfigError(
+            f"{len(bad)} of the {len(combos)} grid points are not valid configs: "
+            f"{'; '.join(bad[:5])}{more}"
+        )
     return out
 
 
@@ -146,18 +169,89 @@ def _cell(v: Any) -> str:
     return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _earlier(
+    out: Path, base: Config, axes: list[str], grid: set[tuple]
+) -> tuple[list[tuple[str, Config, dict | None]], list[str]]:
+    """The points in `out` that earlier calls finished (results.json) or saw diverge
+    (diverged.json), outside the grid (whose keys, axis values and seed, are in `grid`) and
+    with `base`'s config but for the axes and the seed: (name, config, results or None); and
+    the names of the points of other configs."""
+    from gr_jax.rundir import read_json
+
+    found, other = [], []
+    for d in sorted(p for p in out.iterdir() if p.is_dir()):
+        for name in ("results.json", DIVERGED):
+            record = read_json(d / name)
+            if record is None:
+                continue
+            try:
+                cfg = Config.from_dict(record["config"])
+            except (ConfigError, KeyError, TypeError):
+                other.append(d.name)
+                break
+            key = (*(_text(getattr(cfg, a)) for a in axes), cfg.seed)
+            if set(diff(cfg, base)) <= {*axes, "seed"}:
+                if key not in grid:
+                    grid.add(key)
+                    found.append((d.name, cfg, record if name == "results.json" else None))
+            else:
+                other.append(d.name)
+            break
+    return found, other
+
+
+def _flags(record: dict) -> set[str]:
+    """The XLA_FLAGS `record` says its run (each task of it) ran with."""
+    envs = [record.get("environment"), *record.get("environments", [])]
+    return {
+        " ".join(e["xla_flags"].split()) for e in envs if isinstance(e, dict) and "xla_flags" in e
+    }
+
+
 def sweep(
     base: Config, axes: dict[str, list[Any]], seeds: list[int], out: Path, bars: bool = True
 ) -> tuple[list[dict], list[str]]:
-    """Run (or skip, or resume) every point, then write the summary (the diverged points
-    counted in it); returns its rows and the names of the points that diverged."""
-    out.mkdir(parents=True, exist_ok=True)
-    outcomes, diverged = [], []
-    for name, cfg in points(base, axes, seeds):
+    """Run (or skip, or resume) every point, then write the summary of them and of the points
+    earlier calls left in `out` with the same fixed config (the diverged points counted in it);
+    returns its rows and the names of this grid's points that diverged."""
+    from gr_jax.rundir import RunDirError, read_json
+
+    grid = points(base, axes, seeds)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is not a directory: give --out a new or a sweep directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"cannot make the sweep directory {out}: {e.strerror}") from e
+    outcomes, diverged, names = [], [], []
+    for name, cfg in grid:
         r = run_point(cfg, out / name, bars)
         outcomes.append((cfg, r))
+        names.append(name)
         if r is None:
             diverged.append(name)
+    keys = {(*(_text(getattr(c, a)) for a in axes), c.seed) for c, _ in outcomes}
+    earlier, other = _earlier(out, base, list(axes), keys)
+    if earlier:
+        print(
+            f"summary: also {len(earlier)} point(s) that earlier calls left in {out}: "
+            f"{', '.join(n for n, _, _ in earlier)}",
+            file=sys.stderr,
+        )
+    if other:
+        print(f"summary: leaves out {len(other)} point(s) of other configs", file=sys.stderr)
+    outcomes += [(cfg, r) for _, cfg, r in earlier]
+    names += [n for n, _, _ in earlier]
+    flags = " ".join(os.environ.get("XLA_FLAGS", "").split())
+    records = [r or read_json(out / n / DIVERGED) or {} for n, (_, r) in zip(names, outcomes)]
+    mixed = [n for n, r in zip(names, records) if _flags(r) - {flags}]
+    if mixed:
+        print(
+            f"gr-jax: warning: {len(mixed)} point(s) in the summary ran with other XLA_FLAGS "
+            f"than this process's ({flags!r}), so other kernels or rounding: {', '.join(mixed)} "
+            f"(environment.xla_flags in their results.json)",
+            file=sys.stderr,
+        )
     rows = summarize(outcomes, list(axes))
     print(write_summary(rows, out))
     return rows, diverged

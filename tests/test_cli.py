@@ -84,13 +84,44 @@ def test_every_config_field_has_its_comment_as_help(capsys):
         (["run", "--seed", "1", "--seeds", "0-1"], "give either --seed or --seeds"),
         (["run", "--coordinator", "host:1234"], "go with --distributed"),
         (["run", "--process-id", "0"], "go with --distributed"),
+        (["run", "--out", "x", "--resume", "--overwrite"], "give either --resume"),
+        (["run", "--seeds", "3-1"], "'3-1' is an empty range"),
+        (["run", "--solver-lr", "nan"], "solver_lr must be a finite number, got nan"),
+        (["run", "--tasks", "((0,1),(2,3))"], "tasks by slashes"),
+        (["run", "--gen-epochs", "-1"], "gen_epochs must be >= 0, got (-1,)"),
     ],
 )
 def test_bad_input_exits_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv + ["--no-compile-cache"])
     assert e.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.startswith(f"usage: gr-jax {argv[0]} ")  # the command's own
+
+
+def test_options_the_config_does_not_use_are_named():
+    parser = cli.build_parser()
+    args = parser.parse_args(["run", "--buffer-size", "100", "--replay-share", "0.3"])
+    warnings = cli.unused_options(args, cli.config_from_args(args))
+    assert (
+        len(warnings) == 2 and "--buffer-size has no effect with replay='generative'" in warnings[0]
+    )
+    args = parser.parse_args(["run", "--replay", "buffer", "--buffer-size", "100"])
+    assert cli.unused_options(args, cli.config_from_args(args)) == []
+
+
+def test_a_relative_data_dir_is_saved_absolute(tmp_path, monkeypatch):
+    """config.json must find the data from any working directory (a resume from elsewhere)."""
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(["run", "--data-dir", "data/mnist"])
+    assert cli.config_from_args(args).data_dir == str(tmp_path.resolve() / "data/mnist")
+
+
+def test_help_shows_list_defaults_as_they_are_typed(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--tasks A,B/C,D/..." in text and "(default: 0,1/2,3/4,5/6,7/8,9, or" in text
 
 
 def test_xla_flags_after_jax_started_are_refused_not_recorded(monkeypatch, capsys):

@@ -53,7 +53,8 @@ def test_end_to_end_results(tiny_run):
         "checkpoint",
         "compile",
     }
-    assert r["timings"][0]["compile"] > r["timings"][1]["compile"] >= 0
+    # task 1 compiles most (all of it when no earlier test of this process has run the config)
+    assert r["timings"][0]["compile"] >= r["timings"][1]["compile"] >= 0
     assert r["memory"]["real_data_bytes_float32_after_task"][1] > 0
     assert r["environment"]["cpu_cores"] >= 1
     assert r["environment"]["jax_threefry_partitionable"] is jax.config.jax_threefry_partitionable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -212,6 +213,71 @@ def test_corrupt_data_stops_before_training(tmp_path, mnist_path, capsys):
     err = capsys.readouterr().err
     assert "t10k-images-idx3-ubyte.gz" in err and "sha256" in err
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_checkpoint_of_another_model_size_is_refused_by_name(tmp_path):
+    """Found from the checkpoint's metadata, before Orbax starts reads that fail noisily."""
+    small = loop.init_state(tiny_config(gan_width=8))
+    with checkpoints.manager(tmp_path) as mngr:
+        checkpoints.save(mngr, 1, small, {"tasks_done": 1})
+        with pytest.raises(checkpoints.CheckpointError, match=r"Conv_0.* saved \(4, 4, 1, 8\)"):
+            checkpoints.restore(mngr, 1, loop.init_state(tiny_config(gan_width=16)))
+        state, meta = checkpoints.restore(mngr, 1, loop.init_state(tiny_config(gan_width=8)))
+        assert meta == {"tasks_done": 1}
+
+
+def test_a_damaged_checkpoint_is_a_message_naming_it(tmp_path):
+    cfg = tiny_config(gan_width=8)
+    with checkpoints.manager(tmp_path) as mngr:
+        checkpoints.save(mngr, 1, loop.init_state(cfg), {"tasks_done": 1})
+    data = [f for f in (tmp_path / "checkpoints/1/state").rglob("*") if f.is_file()]
+    for f in data:
+        if f.stat().st_size > 10_000:  # the arrays' files, not the small metadata
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with checkpoints.manager(tmp_path) as mngr:
+        with pytest.raises(checkpoints.CheckpointError, match=r"after task 1 .*move .* aside"):
+            checkpoints.restore(mngr, 1, loop.init_state(cfg))
+
+
+def test_out_that_cannot_be_a_folder_is_refused_before_the_data_load(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    for out, message in [("afile", "is a file, not a folder"), ("afile/sub", "afile is a file")]:
+        argv = ["run", "--out", str(tmp_path / out), *TINY, "--no-compile-cache"]
+        assert cli.main(argv + ["--data-dir", str(tmp_path / "no-data")]) == 2  # not a DataError
+        assert message in capsys.readouterr().err
+    argv = [
+        "run",
+        "--out",
+        str(tmp_path / "r"),
+        *TINY,
+        "--compile-cache-dir",
+        str(tmp_path / "afile"),
+    ]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2 and "--compile-cache-dir" in capsys.readouterr().err
+
+
+def test_a_training_set_larger_than_memory_is_refused_before_the_run_dir(tmp_path):
+    with pytest.raises(ConfigError, match=r"set by n_gen.* GiB of memory"):
+        loop.run(tiny_config(n_gen=10**11), tmp_path / "r", bars=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_diverged_run_ends_with_its_message_not_a_traceback(tmp_path):
+    """The checkpoint managers are closed: no Orbax errors after the message at exit."""
+    argv = ["run", "--out", str(tmp_path / "r"), *TINY, "--gan-lr", "1e30", "--no-compile-cache"]
+    cmd = [sys.executable, "-m", "gr_jax.cli", *argv]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    assert "diverged" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_each_finished_task_is_logged(tmp_path, capsys):
+    loop.run(tiny_config(gan="mlp", gen_epochs=(1,), solver_epochs=1), tmp_path / "r", log=True)
+    err = capsys.readouterr().err
+    assert re.search(r"r: task 1/2 done in \d+ s; test accuracy on tasks 1-1: 0\.\d{3} \(mean", err)
+    assert "task 2/2 done" in err
 
 
 # --- fuzzing: no input may end in a traceback instead of a message ----------------------------

@@ -47,6 +47,14 @@ def test_sweep_runs_skips_and_summarizes(tmp_path, capsys):
         (["--seed", "3"], "--seeds"),
         (["--n-gen", "5,-1"], "n_gen must be >= 0"),
         (["--seeds", "x"], "seeds"),
+        (["--seeds", "0,0"], "--seeds: repeated seeds in [0, 0]"),
+        (["--n-gen", "64,64"], "--n-gen: repeated values in 64, 64"),
+        (["--data-dir", "a,b"], "data_dir cannot be a sweep axis"),
+        (
+            ["--replay", "buffer,exact", "--buffer-size", "0,100"],
+            "2 of the 4 grid points are not valid configs: replay=buffer,buffer_size=0: "
+            "replay='buffer' needs buffer_size > 0",
+        ),
     ],
 )
 def test_sweep_rejects_bad_input(extra, message, tmp_path, capsys):
@@ -104,9 +112,9 @@ def test_summary_labels_list_valued_axes_as_the_directories_do():
     cfgs = [tiny_config(tasks=t) for t in (((0, 1), (2, 3)), ((0, 1, 2), (3, 4)))]
     results = [{"config": c.to_dict(), "test": {"acc": 0.5, "bwt": 0.0, "fwt": 0.0}} for c in cfgs]
     rows = summarize(list(zip(cfgs, results)), ["tasks"])
-    assert [r["tasks"] for r in rows] == ["0-1/2-3", "0-1-2/3-4"]
+    assert [r["tasks"] for r in rows] == ["0-1_2-3", "0-1-2_3-4"]  # no `/`: one folder each
     names = [name for name, _ in points(tiny_config(), {"tasks": [c.tasks for c in cfgs]}, [0])]
-    assert names == ["tasks=0-1/2-3,seed=0", "tasks=0-1-2/3-4,seed=0"]
+    assert names == ["tasks=0-1_2-3,seed=0", "tasks=0-1-2_3-4,seed=0"]
 
 
 def test_a_diverged_record_from_an_older_gr_jax_is_resumed_and_said_so(tmp_path, capsys):
@@ -139,3 +147,68 @@ def test_grid_options_split_list_valued_fields_at_bars():
     )
     assert args.tasks == [((0, 1), (2, 3)), ((0, 1, 2), (3, 4))]
     assert args.gen_epochs == [(5,), (1, 2)] and args.n_gen == [64, 128]
+
+
+def test_axes_are_checked_together_not_each_alone(tmp_path, monkeypatch):
+    """`--replay buffer,exact` needs `--buffer-size` > 0, swept or fixed: every combination is
+    valid, though no value is with the preset's buffer_size 0."""
+    grids = []
+
+    def fake(base, axes, *_, **__):
+        grids.append(axes)
+        return [], []
+
+    monkeypatch.setattr("gr_jax.sweep.sweep", fake)
+    for extra in (["--replay", "buffer,exact"], ["--replay", "buffer"]):
+        argv = ["sweep", *TINY, *extra, "--buffer-size", "100,1000", "--out", str(tmp_path)]
+        assert cli.main(argv) == 0
+    assert grids == [
+        {"replay": ["buffer", "exact"], "buffer_size": [100, 1000]},
+        {"buffer_size": [100, 1000]},
+    ]
+
+
+def test_out_that_is_a_file_is_an_error_not_a_traceback(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert cli.main(["sweep", *TINY, "--out", str(afile)]) == 2
+    assert f"gr-jax: error: {afile} is not a directory" in capsys.readouterr().err
+    assert afile.read_text() == "mine"
+
+
+def _finished(out, name, cfg, acc, xla_flags=""):
+    """A point's directory holding a results.json (no run: the sweep skips it)."""
+    (out / name).mkdir(parents=True)
+    record = {
+        "config": cfg.to_dict(),
+        "test": {"acc": acc, "bwt": 0.0, "fwt": 0.0},
+        "environment": {"xla_flags": xla_flags},
+    }
+    (out / name / "results.json").write_text(json.dumps(record))
+
+
+def test_summary_covers_earlier_points_of_the_same_fixed_config(tmp_path, capsys, monkeypatch):
+    """Points an earlier call ran (other values, other seeds) join the summary, points of
+    another fixed config do not, and the points run with other XLA flags are named."""
+    from gr_jax.sweep import sweep
+
+    monkeypatch.setenv("XLA_FLAGS", "")
+    out, base = tmp_path / "sweep", tiny_config()
+    _finished(out, "n_gen=64,seed=0", tiny_config(n_gen=64), 0.25)
+    _finished(out, "n_gen=256,seed=0", tiny_config(n_gen=256), 0.5, "--elsewhere")
+    _finished(out, "n_gen=64,seed=1", tiny_config(n_gen=64, seed=1), 0.75)
+    _finished(out, "n_gen=128,seed=0", tiny_config(n_gen=128), 0.5)
+    _finished(out, "gan_lr=0.1,seed=0", tiny_config(gan_lr=0.1), 0.0)  # another fixed config
+    rows, diverged = sweep(base, {"n_gen": [64, 256]}, [0], out, bars=False)
+    assert diverged == []
+    assert [(r["n_gen"], r["seeds"], r["acc_mean"]) for r in rows] == [
+        ("64", 2, 0.5),
+        ("256", 1, 0.5),
+        ("128", 1, 0.5),
+    ]
+    assert (out / "summary.csv").read_text().count("\n") == 4
+    err = capsys.readouterr().err
+    assert "also 2 point(s) that earlier calls left" in err and "n_gen=128,seed=0" in err
+    assert "leaves out 1 point(s) of other configs" in err
+    assert "1 point(s) in the summary ran with other XLA_FLAGS" in err
+    assert err.rstrip().endswith("n_gen=256,seed=0 (environment.xla_flags in their results.json)")
