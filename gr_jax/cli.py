@@ -1,4 +1,6 @@
-"""Command line: `gr-jax run --preset NAME [--any-config-field VALUE ...]`.
+"""Command line: `gr-jax run` (one experiment) and `gr-jax sweep` (a grid of them x seeds).
+
+`gr-jax run --preset NAME [--any-config-field VALUE ...]`.
 
 Every field of `gr_jax.config.Config` is an option (underscores become dashes). Lists are
 comma-separated (`--gen-epochs 10,15,20,25,30`); tasks are classes separated by commas,
@@ -141,6 +143,13 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def resolve_data_dir(overrides: dict[str, Any]) -> None:
+    """A given data_dir made absolute, in place: config.json must find the data from any working
+    directory (a resume, the notebook, the experiment scripts)."""
+    if overrides.get("data_dir"):
+        overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The preset (or, with --resume and no --preset, the run's saved config) plus overrides."""
     overrides: dict[str, Any] = {
@@ -148,8 +157,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         for f in dataclasses.fields(Config)
         if getattr(args, f.name) is not None
     }
-    if overrides.get("data_dir"):  # config.json must find it from any working directory
-        overrides["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
+    resolve_data_dir(overrides)
     saved = args.out / "config.json" if getattr(args, "out", None) else None
     if getattr(args, "resume", False) and args.preset is None and saved and saved.is_file():
         try:
@@ -326,15 +334,18 @@ def _run_seeds(cfg: Config, seeds: list[int], out: Path, args: argparse.Namespac
     return 0
 
 
-def _resume_hint(out: Path) -> str:
+def _resume_hint(out: Path, args: argparse.Namespace) -> str:
     from gr_jax import checkpoints
 
     done = checkpoints.latest_in(out)
     if not done:
         return f"{out} holds no finished task yet."
+    kernels = (" --deterministic" if args.deterministic else "") + (
+        f" --cpu-convs {args.cpu_convs}" if args.cpu_convs != "ynnpack" else ""
+    )  # the same kernels as this process, or the resumed tasks round differently
     return (
         f"{out} keeps its checkpoint after task {done}; continue with: "
-        f"gr-jax run --resume --out {out}"
+        f"gr-jax run --resume --out {out}{kernels}"
     )
 
 
@@ -351,6 +362,7 @@ def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     if "seed" in grid:
         parser.error("sweep: give seeds with --seeds, not --seed")
     fixed = {k: v[0] for k, v in grid.items() if len(v) == 1}
+    resolve_data_dir(fixed)
     axes = {k: v for k, v in grid.items() if len(v) > 1}
     try:  # the fixed values are checked with each combination of the axes' (they may need them)
         base = dataclasses.replace(preset(args.preset), **fixed)
@@ -419,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either --seed or --seeds")
     if args.distributed and seeds is None:
         parser.error("--distributed shares seeds run in one program between hosts: give --seeds")
+    if args.distributed and args.out is None:  # a default name from each host's own clock
+        parser.error("--distributed needs --out DIR, the same on every host")
     if args.distributed:
         import jax
 
@@ -446,10 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gr-jax: error: {e}", file=sys.stderr)
         return 2
     except DivergenceError as e:
-        print(f"gr-jax: diverged: {e}. {_resume_hint(out)}", file=sys.stderr)
+        print(f"gr-jax: diverged: {e}. {_resume_hint(out, args)}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"\ngr-jax: interrupted. {_resume_hint(out)}", file=sys.stderr)
+        print(f"\ngr-jax: interrupted. {_resume_hint(out, args)}", file=sys.stderr)
         return 130
     print(format_matrix(results["r_test"], "test accuracy R"))
     t = results["test"]

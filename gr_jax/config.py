@@ -52,9 +52,11 @@ class Config:
     # it must keep), "buffer" (a memory of `buffer_size` real images kept from task to task by
     # reservoir sampling: a uniform sample of all images seen), "joint" (all earlier real data)
     replay: str = "generative"
-    n_gen: int = 12_000  # generated images replayed before each new task (the study: 1.2k-120k)
+    # generated images replayed before each new task (the study: 1.2k-120k; with fresh_replay
+    # they go into the GAN's mix only, the solver drawing its own)
+    n_gen: int = 12_000
     buffer_size: int = 0  # real images replayed, for replay "exact" and "buffer"
-    gen_chunk: int = 1_000  # images drawn and labelled per jitted call
+    gen_chunk: int = 1_000  # images drawn and labelled at once (per jitted call for one seed)
     # --- solver ---
     solver_hidden: tuple[int, ...] = (400, 400)  # hidden layer sizes of the MLP classifier
     solver_epochs: int = 5  # epochs over each task's mix of real and replayed images
@@ -70,7 +72,9 @@ class Config:
     # --- generator (GAN) ---
     gan: str = "conv"  # "conv" (DCGAN-like) or "mlp"
     latent_dim: int = 100  # size of the generator's Gaussian input
-    gan_width: int = 48  # channels of the conv GAN's last hidden layer (first is 2x)
+    # conv GAN only: channels of G's last hidden layer (the one before it has 2x) and of D's
+    # first (the next has 2x)
+    gan_width: int = 48
     # GAN epochs: one value for all tasks, or one per task; a task with 0 has no GAN phase
     # (its generator is the one before it, not a fresh one; for task 1, the untrained one)
     gen_epochs: tuple[int, ...] = (5,)
@@ -86,7 +90,7 @@ class Config:
     gan_lr_final: float = 1.0
     gan_beta1: float = 0.5  # Adam's beta1 for G and D (DCGAN's 0.5)
     # the D batch is split into this many independent chunks in the step, for speed: 0 = auto,
-    # 4 for the conv GAN (a CPU runs its chunks side by side, ~1.2x faster) and 1 for the MLP
+    # 4 for the conv GAN (a CPU runs its chunks side by side, 1.12x faster) and 1 for the MLP
     # GAN (16-row matrix products cost it ~1.3-1.4x); the same model, rounded differently, but with
     # d_mbstd or d_mbdisc the batch features are taken within each chunk: then it is the model
     d_chunks: int = 0

@@ -398,7 +398,8 @@ def gan_steps_at(
 
 def scan_steps(requested: int) -> int:
     """GAN steps per dispatched program: `requested`, or for 0 (auto) one on CPU, where conv
-    nets inside `lax.scan` lose XLA's fast convolutions (7-12x slower), and 50 elsewhere."""
+    nets inside `lax.scan` lose XLA's fast convolutions (16x slower, benchmarks/README.md), and 50
+    elsewhere."""
     if requested > 0:
         return requested
     return 1 if jax.default_backend() == "cpu" else 50

@@ -72,7 +72,7 @@ class TaskData:
 @dataclass(frozen=True)
 class TrainSet:
     """One task's training set in fixed-capacity device arrays: rows [0, n_real) are real
-    (with `exact` or `joint` replay the stored old images too), [n_real, n) generated replay,
+    (with stored replay, `exact`, `buffer` or `joint`, the old images too), [n_real, n) generated replay,
     the rest padding. `soft` holds distillation targets (or None)."""
 
     x: jnp.ndarray
@@ -121,7 +121,9 @@ def check_memory(cfg: Config, data: TaskData, copies: int = 2) -> None:
     except (AttributeError, ValueError, OSError):  # no such query here: nothing to compare
         return
     if need > have:
-        field = {"generative": "n_gen", "joint": "the dataset"}.get(cfg.replay, "buffer_size")
+        field = {"generative": "n_gen", "joint": "the dataset", "none": "the largest task"}.get(
+            cfg.replay, "buffer_size"
+        )
         raise ConfigError(
             f"a task's training set would hold up to {rows:,} images (set by {field}): "
             f"{need / 2**30:,.1f} GiB or more in float32, more than this machine's "
@@ -572,9 +574,12 @@ def make_results(
     data: TaskData,
     wall: float,
     env: dict[str, Any] | None = None,
+    resolved: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON-able results: matrices, ACC/BWT/FWT, curves, timings, memory, provenance
-    (`env`: this process's `provenance.environment()`, taken when it started the tasks)."""
+    (`env`: this process's `provenance.environment()`, taken when it started the tasks;
+    `resolved`: more auto values and what they stood for, e.g. a --seeds run's seed axis).
+    `state` is read for its parameters' sizes only (shapes suffice)."""
     seen = np.cumsum([len(y) for _, y in data.train])
     return {
         "config": cfg.to_dict(),
@@ -582,6 +587,7 @@ def make_results(
         "config_resolved": {
             "d_chunks": cfg.discriminator_chunks,
             "gan_scan": gan.scan_steps(cfg.gan_scan),
+            **(resolved or {}),
         },
         "test": metrics.summary(history["r_test"], history["b_test"]),
         "val": metrics.summary(history["r_val"], history["b_val"]),

@@ -186,7 +186,8 @@ def conv(
     spectral: bool = False,
     dtype: jnp.dtype | None = None,
 ) -> nn.Module:
-    """A "SAME" convolution layer computed by `impl` ("xla": `nn.Conv`; "slices":
+    """A "SAME" convolution layer computed by `impl` ("xla": `nn.Conv`, `KernelConv` when
+    spectral; "slices":
     `conv_by_slices`) in `dtype` (None: the parameters' float32), spectrally normalised if
     `spectral`, named explicitly so that all give the same parameter tree."""
     if impl not in CONV_IMPLS:

@@ -160,11 +160,28 @@ def over_seeds(fn: Callable, in_axes: int | tuple = 0, how: str = "vmap") -> Cal
 
 T = TypeVar("T")
 
+# The config fields a run of seeds in one program honours as a single-seed run does; it refuses
+# the options in config.BEYOND_OFF unless they are off, and any field in neither list unless it
+# has its default value: a field added to the config later is refused here until it is supported
+# (tests/test_multiseed.py checks that every field is in one of the two lists).
+SUPPORTED = frozenset(
+    "dataset data_dir tasks val_fraction test_fraction split_seed seed replay n_gen buffer_size "
+    "gen_chunk solver_hidden solver_epochs solver_batch solver_lr solver_dropout solver_head gan "
+    "latent_dim gan_width gen_epochs final_gan gan_batch gan_lr d_lr gan_lr_final gan_beta1 "
+    "d_chunks d_mbstd d_mbdisc d_spectral gan_scan conv_impl seed_axis gan_dtype replay_share "
+    "align_batch".split()
+)
 
-@functools.cache
+
 def programs(cfg: Config, capacity: int) -> Programs:
     """The jitted programs of every phase, mapped over the seed axis as `cfg.seed_axis` says
-    (built once per config and capacity in a process: the same programs, no recompiles)."""
+    (built once per config and capacity in a process: the same programs, no recompiles, for
+    any seeds, which are in the keys alone, and wherever the data lie)."""
+    return _programs(replace(cfg, seed=0, data_dir=None), capacity)
+
+
+@functools.cache
+def _programs(cfg: Config, capacity: int) -> Programs:
     how = seed_axis(cfg)
     seeds = functools.partial(over_seeds, how=how)
     return Programs(
@@ -481,6 +498,8 @@ def run(
             "--seeds runs generative replay or fine-tuning; use a sweep for baselines"
         )
     beyond = {k: v for k, (v, _) in diff(cfg, replace(cfg, **BEYOND_OFF)).items()}
+    unknown = set(Config.__dataclass_fields__) - SUPPORTED - set(BEYOND_OFF)
+    beyond.update((k, getattr(cfg, k)) for k in unknown if getattr(cfg, k) != getattr(Config(), k))
     if beyond:
         raise ConfigError(
             f"--seeds runs the method with its own settings, not the options beyond it; run "
@@ -581,8 +600,9 @@ def _run_tasks(
 
     wall = time.perf_counter() - started
     one_seed = shapes_of_one_seed(state)
+    resolved = {"seed_axis": seed_axis(cfg)}  # whether each seed is bitwise its own run
     results = [
-        loop.make_results(replace(cfg, seed=s), one_seed, histories[i], data, wall, env)
+        loop.make_results(replace(cfg, seed=s), one_seed, histories[i], data, wall, env, resolved)
         for i, s in enumerate(seeds)
     ]
     if out is not None and jax.process_index() == 0:  # one writer on multi-host runs

@@ -52,7 +52,7 @@ def cpu_cores() -> int | None:
 
 
 def environment() -> dict[str, Any]:
-    """What a result's bits depend on besides its config and the code's commit."""
+    """What a result's bits depend on besides its config, the code's commit included."""
     devices = jax.devices()
     return {
         "packages": {p: _version(p) for p in PACKAGES},

@@ -1,7 +1,8 @@
 """Run directories: which folder a run may use, and writing its files so that a kill never
 leaves half of one.
 
-A run directory holds `.lock` (see `Claim`), `config.json` (written first), `checkpoints/`, and
+A run directory holds `.lock` (see `Claim`), `config.json` (written first, after `seeds.json`
+for seeds run in one program), `checkpoints/`, and
 at the end `results.json`; seeds run in one program add `seeds.json`, `seed=S/results.json` and
 `summary.json`; a sweep point that diverged, `diverged.json`.
 """
@@ -154,7 +155,7 @@ def _is_run_dir(out: Path) -> bool:
             return True
         except (ValueError, TypeError):
             return False
-    return not (out / "checkpoints").exists()
+    return all(e.name in (LOCK, "seeds.json") or _TMP.fullmatch(e.name) for e in out.iterdir())
 
 
 Stamp = tuple[int, int, int] | None

@@ -44,8 +44,8 @@ def create_solver_state(
 
 
 class ReplayLoss(struct.PyTreeNode):
-    """How replayed examples enter the solver's loss (all optional; None: the method's plain
-    mean cross-entropy over hard labels).
+    """How replayed examples enter the solver's loss (`soft` and `share` optional; pass no
+    ReplayLoss at all for the method's plain mean cross-entropy over hard labels).
 
     soft: (B, C) teacher targets, distilled at `temperature` on replayed rows (x T^2, Hinton
         et al. 2015, so gradients keep their scale);
@@ -174,7 +174,7 @@ def train_epoch(
     each batch randomly translated by up to `shift` pixels (`random_shift`) if shift > 0, and
     the solver's dropout on (its own key every step) if `dropout`."""
     shift_key = drop_key = None
-    if shift > 0:  # shift 0 uses `key` as before, so earlier runs reproduce (so does dropout)
+    if shift > 0:  # the order of these splits is part of every recorded result: add new ones after
         key, shift_key = jax.random.split(key)
     if dropout:
         key, drop_key = jax.random.split(key)

@@ -88,7 +88,11 @@ def run_point(cfg: Config, out: Path, bars: bool = True) -> dict | None:
         record = read_json(out / name)  # None also for a file cut short: the run redoes it
         if record is None:
             continue
-        changed = diff(Config.from_dict(record["config"]), cfg)
+        try:
+            saved = Config.from_dict(record["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"{out / name} does not hold a gr_jax run's config: {e!r}") from e
+        changed = diff(saved, cfg)
         if changed:
             raise RunDirError(f"{out} holds {what} of another config: {changed}")
         if name == "results.json":

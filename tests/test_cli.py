@@ -110,6 +110,18 @@ def test_options_the_config_does_not_use_are_named():
     assert cli.unused_options(args, cli.config_from_args(args)) == []
 
 
+def test_the_resume_hint_keeps_the_kernels_of_the_run(tmp_path):
+    import argparse
+
+    assert "no finished task" in cli._resume_hint(tmp_path, argparse.Namespace())
+    (tmp_path / "checkpoints" / "2").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-1").mkdir()  # unfinished: not counted
+    args = argparse.Namespace(deterministic=True, cpu_convs="eigen")
+    hint = cli._resume_hint(tmp_path, args)
+    assert hint.endswith(f"--resume --out {tmp_path} --deterministic --cpu-convs eigen")
+    assert "after task 2" in hint
+
+
 def test_a_relative_data_dir_is_saved_absolute(tmp_path, monkeypatch):
     """config.json must find the data from any working directory (a resume from elsewhere)."""
     monkeypatch.chdir(tmp_path)

@@ -78,6 +78,8 @@ def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
     # no GAN after the last task: only task 1's GAN epoch is in the curves
     seed_3 = json.loads((out / "seed=3" / "results.json").read_text())
     assert [(r["task"], r["epoch"]) for r in seed_3["gan_curves"]] == [(0, 0)]
+    # what auto stood for: on one CPU device the seeds are unrolled (each bitwise its own run)
+    assert seed_3["config_resolved"]["seed_axis"] == "unroll"
     # resuming a finished multi-seed run with other seeds is refused
     assert (
         cli.main(argv[:-6] + ["--seeds", "3-4", "--resume", "--out", str(out), "--no-progress"])
@@ -90,6 +92,34 @@ def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
     assert cli.main(resume) == 0
     assert json.loads((out / "summary.json").read_text()) == summary
     assert before == {s: (out / f"seed={s}" / "results.json").read_text() for s in (3, 4, 5)}
+
+
+def test_programs_are_shared_by_runs_of_other_seeds_and_data_folders():
+    """A second --seeds run of the config in one process (a notebook, a benchmark) neither
+    traces nor compiles its programs again."""
+    p = multiseed.programs(tiny_config(seed=3), 64)
+    assert multiseed.programs(tiny_config(seed=5, data_dir="/elsewhere"), 64) is p
+    assert multiseed.programs(tiny_config(seed=3, n_gen=128), 64) is not p
+
+
+def test_every_config_field_is_supported_or_refused_by_seeds_in_one_program():
+    """A new config field must be added to multiseed.SUPPORTED (once the task loop of seeds in
+    one program honours it) or to config.BEYOND_OFF (refused unless off)."""
+    import dataclasses
+
+    from gr_jax.config import BEYOND_OFF, Config
+
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert fields == multiseed.SUPPORTED | set(BEYOND_OFF)
+    assert not multiseed.SUPPORTED & set(BEYOND_OFF)
+
+
+def test_a_field_it_does_not_know_is_refused_unless_at_its_default(monkeypatch):
+    from gr_jax.config import ConfigError
+
+    monkeypatch.setattr(multiseed, "SUPPORTED", multiseed.SUPPORTED - {"d_mbdisc"})
+    with pytest.raises(ConfigError, match="d_mbdisc"):
+        multiseed.run(tiny_config(d_mbdisc=4), [0, 1])
 
 
 def test_baselines_are_refused():

@@ -175,6 +175,21 @@ def test_a_folder_cut_short_before_its_config_says_so_and_can_be_overwritten(tmp
         assert sorted(p.name for p in out.iterdir()) == [".lock", "config.json"]
 
 
+def test_results_without_a_config_are_never_deleted(tmp_path):
+    """A finished --seeds run whose config.json was lost is no run "cut short": its results
+    stay, with --overwrite too."""
+    cfg = tiny_config()
+    out = tmp_path / "seeds"
+    (out / "seed=0").mkdir(parents=True)
+    (out / "seed=0" / "results.json").write_text("{}")
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(RunDirError, match="already holds files"):
+        prepare(cfg, out)
+    with pytest.raises(RunDirError, match="not a gr_jax run directory"):
+        prepare(cfg, out, overwrite=True)
+    assert (out / "seed=0" / "results.json").exists() and (out / "summary.json").exists()
+
+
 def test_files_are_replaced_whole_and_a_cut_results_file_reads_as_unfinished(tmp_path):
     cfg = tiny_config()
     f = tmp_path / "results.json"

@@ -168,12 +168,29 @@ def test_axes_are_checked_together_not_each_alone(tmp_path, monkeypatch):
     ]
 
 
+def test_a_relative_data_dir_is_swept_absolute(tmp_path, monkeypatch):
+    """As for `gr-jax run`: every point's config.json must find the data from anywhere."""
+    bases = []
+    monkeypatch.setattr("gr_jax.sweep.sweep", lambda base, *_, **__: bases.append(base) or ([], []))
+    monkeypatch.chdir(tmp_path)
+    argv = ["sweep", *TINY, "--data-dir", "data/mnist", "--out", "s"]
+    assert cli.main(argv) == 0
+    assert bases[0].data_dir == str(tmp_path.resolve() / "data/mnist")
+
+
 def test_out_that_is_a_file_is_an_error_not_a_traceback(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
     assert cli.main(["sweep", *TINY, "--out", str(afile)]) == 2
     assert f"gr-jax: error: {afile} is not a directory" in capsys.readouterr().err
     assert afile.read_text() == "mine"
+
+
+def test_a_point_whose_results_hold_no_config_is_named(tmp_path, capsys):
+    (tmp_path / "seed=0").mkdir()
+    (tmp_path / "seed=0" / "results.json").write_text('{"test": {}}')
+    assert cli.main(["sweep", *TINY, "--out", str(tmp_path)]) == 2
+    assert "results.json does not hold a gr_jax run's config" in capsys.readouterr().err
 
 
 def _finished(out, name, cfg, acc, xla_flags=""):
