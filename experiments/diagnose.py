@@ -14,7 +14,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from gr_jax import loop, runs
+from gr_jax import runs
+from gr_jax.tasks import prepare_data
 
 OUT = Path(__file__).resolve().parent / "results" / "tuning"
 
@@ -23,7 +24,7 @@ def diagnose(run_dir: str) -> dict:
     cfg = runs.load_config(run_dir)
     states = runs.task_states(run_dir)
     s = states[max(states)].solver
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     y = np.asarray(data.test_y)
     new = np.asarray(cfg.tasks[-1])
     old = ~np.isin(y, new)

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from gr_jax import loop, metrics, runs, solver
+from gr_jax.results import empty_history
+from gr_jax.tasks import prepare_data
 
 RECORD = Path(__file__).resolve().parent / "results" / "tuning" / "fixed-generators.json"
 
@@ -37,9 +39,9 @@ def solver_only(run_dir: str, changes: dict) -> np.ndarray:
     changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
     cfg = dataclasses.replace(runs.load_config(run_dir), **changes)
     saved = runs.task_states(run_dir)  # {tasks done: state}
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     state = loop.init_state(cfg)
-    history = loop.empty_history([], [])
+    history = empty_history([], [])
     rows = []
     for t in range(cfg.num_tasks):
         g = saved[t].gan if t > 0 else state.gan  # the generator trained after task t

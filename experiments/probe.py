@@ -16,6 +16,8 @@ from pathlib import Path
 
 from gr_jax import loop
 from gr_jax.config import preset
+from gr_jax.results import empty_history
+from gr_jax.tasks import prepare_data
 
 RECORD = Path(__file__).resolve().parent / "results" / "tuning" / "probes.json"
 
@@ -24,9 +26,9 @@ def probe(name: str, k: int, changes: dict, seed: int) -> list[list[float]]:
     """Test accuracy rows after each of the first `k` tasks."""
     changes = {key: tuple(v) if isinstance(v, list) else v for key, v in changes.items()}
     cfg = preset(name, seed=seed, **changes)
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     state = loop.init_state(cfg)
-    history = loop.empty_history([], [])
+    history = empty_history([], [])
     started = time.perf_counter()
     for t in range(k):
         state = loop.run_task(cfg, t, state, data, history)

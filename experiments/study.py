@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gr_jax.config import Config, preset
-from gr_jax.loop import stored_bytes
+from gr_jax.results import stored_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "study"

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,21 +169,24 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return preset(args.preset or "seed", **overrides)
 
 
-# options that do nothing unless another field has a given value: (field, needs, its values)
-ONLY_WITH = (
-    ("buffer_size", "replay", ("exact", "buffer")),
-    ("replay_share", "replay_weighting", ("fixed",)),
-    ("test_fraction", "dataset", ("mnist-5k",)),
+# options that do nothing unless the run is of a kind: (field, what it needs, whether it has it)
+ONLY_WITH: tuple[tuple[str, str, Callable[[Config, argparse.Namespace], bool]], ...] = (
+    ("buffer_size", "--replay exact or buffer", lambda c, a: c.replay in ("exact", "buffer")),
+    ("replay_share", "--replay-weighting fixed", lambda c, a: c.replay_weighting == "fixed"),
+    ("test_fraction", "--dataset mnist-5k", lambda c, a: c.dataset == "mnist-5k"),
+    ("gan_width", "--gan conv", lambda c, a: c.gan == "conv"),
+    ("conv_impl", "--gan conv", lambda c, a: c.gan == "conv"),
+    ("align_batch", "--replay-alignment > 0", lambda c, a: c.replay_alignment > 0),
+    ("seed_axis", "--seeds", lambda c, a: getattr(a, "seeds", None) is not None),
 )
 
 
 def unused_options(args: argparse.Namespace, cfg: Config) -> list[str]:
-    """Warnings for options given on the command line that this config does not use."""
+    """Warnings for options given on the command line that this run does not use."""
     return [
-        f"--{name.replace('_', '-')} has no effect with {needs}={getattr(cfg, needs)!r} (it "
-        f"is used with {' or '.join(map(repr, values))})"
-        for name, needs, values in ONLY_WITH
-        if getattr(args, name, None) is not None and getattr(cfg, needs) not in values
+        f"--{name.replace('_', '-')} has no effect here: it is used with {needs}"
+        for name, needs, used in ONLY_WITH
+        if getattr(args, name, None) is not None and not used(cfg, args)
     ]
 
 

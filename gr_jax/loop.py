@@ -2,15 +2,14 @@
 reset (or, with keep_generator, continue) and train the generator -> checkpoint.
 
 State flows explicitly: a `RunState` (solver state, GAN state, PRNG key, and for the `buffer`
-baseline its memory) goes into each task
-and a new one comes out; keys are split, never reused. Data flow one way: config -> data ->
-tasks -> loop -> results.
+baseline its memory) goes into each task and a new one comes out; keys are split, never
+reused. Data flow one way: config -> data -> tasks (`tasks.py`) -> loop -> results
+(`results.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,18 +28,15 @@ from gr_jax import (
     faults,
     gan,
     health,
-    metrics,
     provenance,
     replay,
     rundir,
     solver,
     timing,
 )
-from gr_jax.config import Config, ConfigError, validate
-from gr_jax.data import load_splits, task_indices
-
-GAN_CURVES = ("d_loss", "g_loss", "d_real", "d_fake")
-GAN_CURVES_OPTIONAL = ("align_loss",)  # with replay alignment, from task 2 on
+from gr_jax.config import Config, validate
+from gr_jax.results import empty_history, gan_curve, log_task, make_results, solver_curve
+from gr_jax.tasks import TaskData, capacity, class_order, n_seen, prepare_data
 
 
 class RunState(struct.PyTreeNode):
@@ -54,81 +50,16 @@ class RunState(struct.PyTreeNode):
 
 
 @dataclass(frozen=True)
-class TaskData:
-    """Per-task real training data (host), and validation/test data (device)."""
-
-    train: list[tuple[np.ndarray, np.ndarray]]
-    val_x: jnp.ndarray
-    val_y: jnp.ndarray
-    test_x: jnp.ndarray
-    test_y: jnp.ndarray
-    task_of_class: jnp.ndarray
-
-    @property
-    def capacity_real(self) -> int:
-        return max(len(y) for _, y in self.train)
-
-
-@dataclass(frozen=True)
 class TrainSet:
     """One task's training set in fixed-capacity device arrays: rows [0, n_real) are real
-    (with stored replay, `exact`, `buffer` or `joint`, the old images too), [n_real, n) generated replay,
-    the rest padding. `soft` holds distillation targets (or None)."""
+    (with stored replay, `exact`, `buffer` or `joint`, the old images too), [n_real, n)
+    generated replay, the rest padding. `soft` holds distillation targets (or None)."""
 
     x: jnp.ndarray
     y: jnp.ndarray
     n: int
     n_real: int
     soft: jnp.ndarray | None = None
-
-
-def prepare_data(cfg: Config) -> TaskData:
-    """Load the dataset, split it into tasks, and check the config fits the data."""
-    s = load_splits(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
-    train = [(s.train_x[i], s.train_y[i]) for i in task_indices(s.train_y, cfg.tasks)]
-    smallest = min(len(y) for _, y in train)
-    for name in ("solver_batch", "gan_batch"):
-        if getattr(cfg, name) > smallest:
-            raise ConfigError(
-                f"{name}={getattr(cfg, name)} is larger than the smallest task's training "
-                f"data ({smallest} examples)"
-            )
-    task_of_class = np.full(cfg.num_classes, cfg.num_tasks, np.int32)
-    for t, classes in enumerate(cfg.tasks):
-        task_of_class[list(classes)] = t
-    val = np.concatenate(task_indices(s.val_y, cfg.tasks))
-    test = np.concatenate(task_indices(s.test_y, cfg.tasks))
-    data = TaskData(
-        train=train,
-        val_x=jnp.asarray(s.val_x[np.sort(val)]),
-        val_y=jnp.asarray(s.val_y[np.sort(val)]),
-        test_x=jnp.asarray(s.test_x[np.sort(test)]),
-        test_y=jnp.asarray(s.test_y[np.sort(test)]),
-        task_of_class=jnp.asarray(task_of_class),
-    )
-    check_memory(cfg, data)
-    return data
-
-
-def check_memory(cfg: Config, data: TaskData, copies: int = 2) -> None:
-    """A ConfigError if a task's training set cannot fit in this machine's memory: float32
-    images, held at least twice (the mix on the host and on the device). Said before the run
-    directory is made, not as an allocation error in task 2."""
-    rows = capacity(cfg, data)
-    need = rows * 28 * 28 * 4 * copies
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # no such query here: nothing to compare
-        return
-    if need > have:
-        field = {"generative": "n_gen", "joint": "the dataset", "none": "the largest task"}.get(
-            cfg.replay, "buffer_size"
-        )
-        raise ConfigError(
-            f"a task's training set would hold up to {rows:,} images (set by {field}): "
-            f"{need / 2**30:,.1f} GiB or more in float32, more than this machine's "
-            f"{have / 2**30:,.1f} GiB of memory"
-        )
 
 
 def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
@@ -152,16 +83,6 @@ def new_gan(cfg: Config, key: jax.Array) -> gan.GANState:
         d_lr=cfg.d_lr,
         lr_final=cfg.gan_lr_final,
     )
-
-
-def class_order(cfg: Config) -> jnp.ndarray:
-    """All classes in task order: task t's replay draws from the first n_seen(t) of them."""
-    return jnp.asarray([c for classes in cfg.tasks for c in classes], jnp.int32)
-
-
-def n_seen(cfg: Config, t: int) -> int:
-    """Classes of the tasks before task t."""
-    return sum(len(classes) for classes in cfg.tasks[:t])
 
 
 def replay_weight_at(cfg: Config, t: int) -> jnp.ndarray | None:
@@ -205,60 +126,12 @@ def gan_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return init_key, train_key
 
 
-def solver_curve(t: int, e: int, m: dict, val: Any) -> dict[str, Any]:
-    """A row of `solver_curves`: one seed's metrics after solver epoch `e` of task `t`."""
-    return {
-        "task": t,
-        "epoch": e,
-        "loss": float(m["loss"]),
-        "train_accuracy": float(m["accuracy"]),
-        "val_accuracy": np.asarray(val).tolist(),
-    }
-
-
-def gan_curve(t: int, e: int, m: dict) -> dict[str, Any]:
-    """A row of `gan_curves`: one seed's last-step GAN metrics of epoch `e` of task `t`."""
-    return {
-        "task": t,
-        "epoch": e,
-        **{k: float(m[k]) for k in GAN_CURVES + GAN_CURVES_OPTIONAL if k in m},
-    }
-
-
 def _accuracies(state: TrainState, data: TaskData, cfg: Config) -> tuple[list, list]:
     val = solver.task_accuracies(state, data.val_x, data.val_y, data.task_of_class, cfg.num_tasks)
     test = solver.task_accuracies(
         state, data.test_x, data.test_y, data.task_of_class, cfg.num_tasks
     )
     return np.asarray(val).tolist(), np.asarray(test).tolist()
-
-
-def empty_history(b_val: list, b_test: list) -> dict[str, Any]:
-    """A run's history before its first task, given the untrained solver's accuracies (FWT's b)."""
-    return {
-        "tasks_done": 0,
-        "r_val": [],
-        "r_test": [],
-        "b_val": b_val,
-        "b_test": b_test,
-        "solver_curves": [],
-        "gan_curves": [],
-        "replay_class_counts": [],
-        "timings": [],
-    }
-
-
-def capacity(cfg: Config, data: TaskData) -> int:
-    """Rows of the fixed-shape training arrays: the most any task's training set can hold."""
-    extra = {
-        "generative": cfg.n_gen,
-        "exact": cfg.buffer_size,
-        "buffer": cfg.buffer_size,
-        "none": 0,
-    }
-    if cfg.replay == "joint":
-        return sum(len(y) for _, y in data.train)
-    return data.capacity_real + extra[cfg.replay]
 
 
 def replay_phase(
@@ -542,68 +415,3 @@ def _run_tasks(
     if out is not None:
         rundir.write_json(out / "results.json", results)
     return results
-
-
-def log_task(out: Path | None, cfg: Config, t: int, row: Any, seconds: float) -> None:
-    """One line on stderr for a finished task: what a log without progress bars shows."""
-    seen = np.asarray(row)[: t + 1]
-    where = f"{out}: " if out is not None else ""
-    tqdm.write(
-        f"{where}task {t + 1}/{cfg.num_tasks} done in {seconds:.0f} s; test accuracy on tasks "
-        f"1-{t + 1}: {' '.join(f'{a:.3f}' for a in seen)} (mean {seen.mean():.4f})",
-        file=sys.stderr,
-    )
-
-
-def stored_bytes(cfg: Config, seen: np.ndarray) -> int:
-    """Bytes of real images (uint8) a baseline stores for replay at its largest (last task;
-    `seen`: images seen after each task). `exact` draws from all earlier images, so it keeps
-    them all, as `joint` does; `buffer` keeps at most `buffer_size`."""
-    earlier = int(seen[-2]) if len(seen) > 1 else 0
-    if cfg.replay in ("exact", "joint"):
-        return earlier * 28 * 28
-    if cfg.replay == "buffer":
-        return min(cfg.buffer_size, earlier) * 28 * 28
-    return 0
-
-
-def make_results(
-    cfg: Config,
-    state: RunState,
-    history: dict,
-    data: TaskData,
-    wall: float,
-    env: dict[str, Any] | None = None,
-    resolved: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON-able results: matrices, ACC/BWT/FWT, curves, timings, memory, provenance
-    (`env`: this process's `provenance.environment()`, taken when it started the tasks;
-    `resolved`: more auto values and what they stood for, e.g. a --seeds run's seed axis).
-    `state` is read for its parameters' sizes only (shapes suffice)."""
-    seen = np.cumsum([len(y) for _, y in data.train])
-    return {
-        "config": cfg.to_dict(),
-        # what the config's auto values stood for in this run (auto's meaning may change)
-        "config_resolved": {
-            "d_chunks": cfg.discriminator_chunks,
-            "gan_scan": gan.scan_steps(cfg.gan_scan),
-            **(resolved or {}),
-        },
-        "test": metrics.summary(history["r_test"], history["b_test"]),
-        "val": metrics.summary(history["r_val"], history["b_val"]),
-        **history,
-        "memory": {
-            "solver_param_bytes": metrics.tree_bytes(state.solver.params),
-            # with an EMA, replay needs its weights as well (and training the raw ones)
-            "generator_param_bytes": metrics.tree_bytes(
-                (state.gan.g.params, getattr(state.gan.g, "ema_params", None))
-            ),
-            "discriminator_param_bytes": metrics.tree_bytes(state.gan.d.params),
-            "real_data_bytes_float32_after_task": (seen * 28 * 28 * 4).tolist(),
-            "real_data_bytes_uint8_after_task": (seen * 28 * 28).tolist(),
-            "replay_buffer_bytes_uint8": stored_bytes(cfg, seen),
-        },
-        "wall_seconds_this_process": wall,
-        # this process's; `environments`: each task's
-        "environment": env if env is not None else provenance.environment(),
-    }

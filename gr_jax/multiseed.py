@@ -49,7 +49,9 @@ from gr_jax import (
     timing,
 )
 from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
-from gr_jax.loop import RunState, TaskData
+from gr_jax.loop import RunState
+from gr_jax.results import empty_history, gan_curve, log_task, make_results, solver_curve
+from gr_jax.tasks import TaskData, capacity, prepare_data
 
 
 @jax.tree_util.register_pytree_node_class
@@ -393,7 +395,7 @@ def run_task(
     bars: bool = False,
 ) -> RunState:
     """`loop.run_task` for all seeds at once (generative replay or fine-tuning)."""
-    cap = loop.capacity(cfg, data)
+    cap = capacity(cfg, data)
     p = programs(cfg, cap)
     seeds = len(histories)
     # unrolled seeds travel as one tree each (SeedList); stacked again at the end
@@ -435,7 +437,7 @@ def run_task(
         health.check(m, f"task {t + 1}, solver, epoch {e + 1}")
         val = solver.accuracies(to_host(p.hits(s, data.val_x, data.val_y, data.task_of_class)))
         for i, h in enumerate(histories):
-            h["solver_curves"].append(loop.solver_curve(t, e, seed_slice(m, i), val[i]))
+            h["solver_curves"].append(solver_curve(t, e, seed_slice(m, i), val[i]))
         eval_time += time.perf_counter() - tock
     timings["solver"] = time.perf_counter() - tick - eval_time
 
@@ -470,7 +472,7 @@ def run_task(
                 health.check(m, f"task {t + 1}, GAN, epoch {e + 1}")
                 faults.point(t, "gan")
                 for i, h in enumerate(histories):
-                    h["gan_curves"].append(loop.gan_curve(t, e, seed_slice(m, i)))
+                    h["gan_curves"].append(gan_curve(t, e, seed_slice(m, i)))
         jax.block_until_ready(g)
     timings["gan"] = time.perf_counter() - tick
 
@@ -519,7 +521,7 @@ def run(
         )
         if resume and (done := _finished(cfg, seeds, out)) is not None:
             return done
-    data = loop.prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
+    data = prepare_data(cfg)  # before a run dir is replaced: bad data loses no earlier run
     with contextlib.ExitStack() as claim:  # process 0's, held while it runs
         if out is not None:
             _on_all_processes_then_first(
@@ -554,21 +556,19 @@ def _run_tasks(
     seeds: list[int],
     out: Path | None,
     resume: bool,
-    data: loop.TaskData,
+    data: TaskData,
     started: float,
     bars: bool,
     log: bool = False,
 ) -> list[dict[str, Any]]:
     state = shard_seeds(init_states(cfg, seeds))
-    p = programs(cfg, loop.capacity(cfg, data))
+    p = programs(cfg, capacity(cfg, data))
     solvers = as_programs_take(p, state.solver, len(seeds))
     b_val = solver.accuracies(to_host(p.hits(solvers, data.val_x, data.val_y, data.task_of_class)))
     b_test = solver.accuracies(
         to_host(p.hits(solvers, data.test_x, data.test_y, data.task_of_class))
     )
-    histories = [
-        loop.empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))
-    ]
+    histories = [empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))]
     with contextlib.ExitStack() as stack:  # the checkpoint manager closed however the run ends
         mngr = stack.enter_context(checkpoints.manager(out)) if out is not None else None
         if mngr is not None and resume and checkpoints.latest(mngr) is not None:
@@ -596,13 +596,13 @@ def _run_tasks(
                     h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
             if log:
                 row = np.mean([h["r_test"][t] for h in histories], axis=0)
-                loop.log_task(out, cfg, t, row, time.perf_counter() - tick_task)
+                log_task(out, cfg, t, row, time.perf_counter() - tick_task)
 
     wall = time.perf_counter() - started
     one_seed = shapes_of_one_seed(state)
     resolved = {"seed_axis": seed_axis(cfg)}  # whether each seed is bitwise its own run
     results = [
-        loop.make_results(replace(cfg, seed=s), one_seed, histories[i], data, wall, env, resolved)
+        make_results(replace(cfg, seed=s), one_seed, histories[i], data, wall, env, resolved)
         for i, s in enumerate(seeds)
     ]
     if out is not None and jax.process_index() == 0:  # one writer on multi-host runs

@@ -19,7 +19,8 @@ import orbax.checkpoint as ocp
 
 from gr_jax import checkpoints, gan, metrics, multiseed, rundir, solver
 from gr_jax.config import Config
-from gr_jax.loop import RunState, class_order, init_state, n_seen
+from gr_jax.loop import RunState, init_state
+from gr_jax.tasks import class_order, n_seen
 
 _SEED_DIR = re.compile(r"seed=(-?\d+)")
 

@@ -13,6 +13,7 @@ import pytest
 from gr_jax import gan, health, loop, multiseed, replay, runs, solver
 from gr_jax.cli import main
 from gr_jax.config import BEYOND_OFF, PRESETS, ConfigError, preset
+from gr_jax.tasks import prepare_data
 
 from .conftest import tiny_config
 
@@ -251,7 +252,7 @@ def test_replay_alignment_pulls_the_generator_to_the_anchor():
 
 def test_keep_generator_continues_the_previous_gan():
     cfg = tiny_config(keep_generator=True, gen_epochs=(1, 0))
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     state = loop.init_state(cfg)
     train, _ = loop.replay_phase(cfg, 1, state, data, jax.random.PRNGKey(0))
     kept = loop.gan_phase(

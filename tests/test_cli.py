@@ -103,10 +103,13 @@ def test_options_the_config_does_not_use_are_named():
     parser = cli.build_parser()
     args = parser.parse_args(["run", "--buffer-size", "100", "--replay-share", "0.3"])
     warnings = cli.unused_options(args, cli.config_from_args(args))
-    assert (
-        len(warnings) == 2 and "--buffer-size has no effect with replay='generative'" in warnings[0]
-    )
+    assert len(warnings) == 2 and "--buffer-size has no effect here" in warnings[0]
     args = parser.parse_args(["run", "--replay", "buffer", "--buffer-size", "100"])
+    assert cli.unused_options(args, cli.config_from_args(args)) == []
+    args = parser.parse_args(["run", "--gan", "mlp", "--gan-width", "7", "--seed-axis", "vmap"])
+    warnings = cli.unused_options(args, cli.config_from_args(args))
+    assert [w.split()[0] for w in warnings] == ["--gan-width", "--seed-axis"]
+    args = parser.parse_args(["run", "--seeds", "0-1", "--seed-axis", "vmap"])
     assert cli.unused_options(args, cli.config_from_args(args)) == []
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from gr_jax import checkpoints, loop, provenance, runs
 from gr_jax.replay import reservoir_update
+from gr_jax.results import empty_history, stored_bytes
+from gr_jax.tasks import capacity, prepare_data
 
 from .conftest import prepare, tiny_config
 
@@ -21,9 +23,9 @@ def stopped_after_task_1(cfg, out, environment: dict | None = None):
     """`out` as a run killed after its first task leaves it; the state and history it saved
     (`environment`: the one the first task is noted to have run in)."""
     prepare(cfg, out, resume=False, overwrite=False)
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     state = loop.init_state(cfg)
-    history = loop.empty_history(*loop._accuracies(state.solver, data, cfg))
+    history = empty_history(*loop._accuracies(state.solver, data, cfg))
     if environment is not None:
         provenance.note_environment(history, environment, 0)
     state = loop.run_task(cfg, 0, state, data, history)
@@ -71,7 +73,7 @@ def test_one_checkpoint_per_task_restores_exactly(tiny_run):
     cfg = tiny_config()
     state, meta = checkpoints.restore(mngr, 2, loop.init_state(cfg))
     assert meta["r_test"] == r["r_test"] and meta["tasks_done"] == 2
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     val, test = loop._accuracies(state.solver, data, cfg)
     assert test == r["r_test"][-1]
 
@@ -196,7 +198,7 @@ def test_batch_larger_than_a_task_is_refused():
     from gr_jax.config import ConfigError
 
     with pytest.raises(ConfigError, match="solver_batch=5000 is larger"):
-        loop.prepare_data(tiny_config(solver_batch=5000))
+        prepare_data(tiny_config(solver_batch=5000))
 
 
 @pytest.mark.parametrize("fields", [{}, {"gan_lr_final": 0.0, "d_lr": 4e-4}])
@@ -206,9 +208,9 @@ def test_nothing_compiles_after_the_first_replay_task(caplog, fields):
     import logging
 
     cfg = tiny_config(tasks=((0, 1), (2, 3), (4, 5)), **fields)
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     state = loop.init_state(cfg)
-    history = loop.empty_history(*loop._accuracies(state.solver, data, cfg))
+    history = empty_history(*loop._accuracies(state.solver, data, cfg))
     for t in range(2):
         state = loop.run_task(cfg, t, state, data, history)
     jax.config.update("jax_log_compiles", True)
@@ -225,7 +227,7 @@ def test_nothing_compiles_after_the_first_replay_task(caplog, fields):
 @pytest.mark.parametrize("replay", ["none", "exact", "buffer", "joint"])
 def test_baseline_training_sets(replay):
     cfg = tiny_config(replay=replay, buffer_size=100, tasks=((0, 1), (2, 3), (4, 5)))
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     state = loop.init_state(cfg)
     if replay == "buffer":  # the memory after two tasks, as _run_phases leaves it
         n0, n1 = (len(y) for _, y in data.train[:2])
@@ -235,7 +237,7 @@ def test_baseline_training_sets(replay):
     x, y, n = train.x, train.y, train.n
     sizes = [len(labels) for _, labels in data.train]
     expected = {"none": sizes[2], "joint": sum(sizes)}.get(replay, sizes[2] + 100)
-    assert n == expected and x.shape[0] == loop.capacity(cfg, data) >= n
+    assert n == expected and x.shape[0] == capacity(cfg, data) >= n
     labels = np.asarray(y)
     assert set(labels[: sizes[2]]) == {4, 5}
     assert set(labels[sizes[2] : n]) <= {0, 1, 2, 3}
@@ -253,7 +255,7 @@ def test_the_buffer_baseline_keeps_its_memory_across_tasks_and_checkpoints(tmp_p
     assert [sum(c) for c in counts] == [0, 300, 300] and sum(counts[2][4:]) == 0
     assert r["memory"]["replay_buffer_bytes_uint8"] == 300 * 28 * 28
     states = runs.task_states(tmp_path / "r")
-    n0 = len(loop.prepare_data(cfg).train[0][1])
+    n0 = len(prepare_data(cfg).train[0][1])
     b1, b2 = (np.asarray(states[t].buffer) for t in (1, 2))
     assert (b1 >= 0).all() and b1.max() < n0  # full, of task 1 alone
     assert set(b2[b2 < n0]) < set(b1)  # task 1's images it still keeps were kept before
@@ -266,7 +268,7 @@ def test_the_buffer_baseline_keeps_its_memory_across_tasks_and_checkpoints(tmp_p
 
 def test_memory_counts_what_each_baseline_keeps():
     seen = np.array([100, 250, 400])
-    bytes_ = lambda **kw: loop.stored_bytes(tiny_config(**kw), seen) // (28 * 28)  # noqa: E731
+    bytes_ = lambda **kw: stored_bytes(tiny_config(**kw), seen) // (28 * 28)  # noqa: E731
     assert bytes_(replay="buffer", buffer_size=1000) == 250
     assert bytes_(replay="buffer", buffer_size=120) == 120
     assert bytes_(replay="exact", buffer_size=120) == 250  # it draws from all of them
@@ -295,7 +297,7 @@ def test_a_run_on_full_mnist(mnist_path):
     """The tiny run on the full IDX data: every task's images come from its classes, and the
     solver learns each task when it comes."""
     cfg = tiny_config(dataset="mnist", data_dir=str(mnist_path), gan="mlp", solver_epochs=1)
-    data = loop.prepare_data(cfg)
+    data = prepare_data(cfg)
     assert [sorted(set(y.tolist())) for _, y in data.train] == [[0, 1], [2, 3]]
     assert sum(len(y) for _, y in data.train) == round(0.9 * (5923 + 6742 + 5958 + 6131))
     r = loop.run(cfg, None, bars=False)
@@ -303,9 +305,9 @@ def test_a_run_on_full_mnist(mnist_path):
 
 
 def test_the_validation_split_follows_split_seed_not_the_run_seed():
-    first = loop.prepare_data(tiny_config())
-    other_run = loop.prepare_data(tiny_config(seed=1))
-    other_split = loop.prepare_data(tiny_config(split_seed=1))
+    first = prepare_data(tiny_config())
+    other_run = prepare_data(tiny_config(seed=1))
+    other_split = prepare_data(tiny_config(split_seed=1))
     assert np.array_equal(first.val_x, other_run.val_x) and len(first.val_y) == len(
         other_split.val_y
     )
