@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gr_jax import metrics
 from gr_jax.config import Config, preset
 from gr_jax.results import stored_bytes
 
@@ -112,8 +113,9 @@ def summarize(groups: dict[str, list[dict]]) -> list[dict]:
     for group, runs in groups.items():
         row: dict = {"group": group, "seeds": [r["config"]["seed"] for r in runs]}
         for metric in ("acc", "bwt", "fwt"):
-            v = np.array([r["test"][metric] for r in runs])
-            row[f"{metric}_mean"], row[f"{metric}_std"] = float(v.mean()), float(v.std())
+            row[f"{metric}_mean"], row[f"{metric}_std"] = metrics.mean_std(
+                [r["test"][metric] for r in runs]
+            )
         r_test = np.array([r["r_test"] for r in runs])
         row["r_test_mean"] = r_test.mean(0).round(4).tolist()
         row["r_test_std"] = r_test.std(0).round(4).tolist()

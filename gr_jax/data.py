@@ -116,12 +116,13 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path:
             if _holds_files(folder):
                 return folder
         root = Path(explicit).expanduser()
-        missing = [f for f in FILES.values() if not (root / f).is_file()]
+        where = root / name if (root / name).is_dir() else root  # the folder meant to hold them
+        missing = [f for f in FILES.values() if not (where / f).is_file()]
         raise DataError(
             f"data dir {root} (from "
             f"{'the config (--data-dir)' if data_dir is not None else ENV_VAR}) holds "
             f"neither {name}/ with the four IDX files nor the files themselves; "
-            f"missing: {', '.join(missing)}"
+            f"missing from {where}: {', '.join(missing)}"
         )
     for folder in _candidates(TFDS_MANUAL_DIR, name):
         if _holds_files(folder):

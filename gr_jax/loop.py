@@ -174,7 +174,7 @@ def replay_phase(
             cfg.soft_targets,
         )
         x, y = replay.mix(x, y, jnp.asarray(n), gen_x, gen_y)
-        if gen_soft is not None:
+        if gen_soft is not None and not cfg.fresh_replay:  # fresh replay draws its own
             soft = replay.soft_rows(y, jnp.asarray(n), gen_soft, cfg.num_classes)
         n += cfg.n_gen
         counts = np.bincount(np.asarray(gen_y), minlength=cfg.num_classes).tolist()

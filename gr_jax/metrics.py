@@ -34,6 +34,13 @@ def summary(r: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"acc": acc(r), "bwt": bwt(r), "fwt": fwt(r, b)}
 
 
+def mean_std(values: Any) -> tuple[float, float]:
+    """Mean and standard deviation over seeds: the population std (ddof 0), the convention of
+    every summary and table of this project."""
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float(v.std())
+
+
 def judged_replay(probs: np.ndarray, seen: list[int], sure: float = 0.9) -> dict[str, Any]:
     """An independent classifier's verdict on generated images meant to show the classes
     `seen`, from its class probabilities `probs` (N, C): the share it puts in a class the

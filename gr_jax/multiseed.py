@@ -42,6 +42,7 @@ from gr_jax import (
     gan,
     health,
     loop,
+    metrics,
     provenance,
     replay,
     rundir,
@@ -571,8 +572,7 @@ def _run_tasks(
     histories = [empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))]
     with contextlib.ExitStack() as stack:  # the checkpoint manager closed however the run ends
         mngr = stack.enter_context(checkpoints.manager(out)) if out is not None else None
-        if mngr is not None and resume and checkpoints.latest(mngr) is not None:
-            done = checkpoints.latest(mngr)
+        if mngr is not None and resume and (done := checkpoints.latest(mngr)) is not None:
             state, meta = checkpoints.restore(mngr, done, state)
             state = shard_seeds(state)
             histories = meta["histories"]
@@ -618,8 +618,8 @@ def summary(results: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {"seeds": [r["config"]["seed"] for r in results]}
     for split in ("test", "val"):
         for m in ("acc", "bwt", "fwt"):
-            v = np.array([r[split][m] for r in results])
-            out[f"{split}_{m}"] = {"mean": float(v.mean()), "std": float(v.std())}
+            mean, std = metrics.mean_std([r[split][m] for r in results])
+            out[f"{split}_{m}"] = {"mean": mean, "std": std}
         r_all = np.array([r[f"r_{split}"] for r in results])
         out[f"r_{split}"] = {"mean": r_all.mean(0).tolist(), "std": r_all.std(0).tolist()}
     return out

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from gr_jax import metrics
 from gr_jax.config import Config, ConfigError, diff, validate
 
 METRICS = ("acc", "bwt", "fwt")
@@ -137,8 +136,8 @@ def summarize(outcomes: Sequence[tuple[Config, dict | None]], axes: list[str]) -
         row: dict[str, Any] = dict(zip(axes, key))
         row["seeds"], row["diverged"] = len(runs), len(outs) - len(runs)
         for m in METRICS:
-            v = np.array([r["test"][m] for r in runs])
-            stats = (float(v.mean()), float(v.std())) if len(v) else (None, None)
+            v = [r["test"][m] for r in runs]
+            stats = metrics.mean_std(v) if v else (None, None)
             row[f"{m}_mean"], row[f"{m}_std"] = stats
         rows.append(row)
     return rows

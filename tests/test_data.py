@@ -143,5 +143,10 @@ def test_missing_data_says_the_three_ways(monkeypatch, tmp_path):
 
 
 def test_explicit_dir_without_files_lists_what_is_missing(tmp_path):
-    with pytest.raises(DataError, match="missing: train-images"):
+    with pytest.raises(DataError, match="missing from .*: train-images"):
+        data.locate("mnist", tmp_path)
+    # a mnist/ folder holding some of the files: what it lacks, not what the parent lacks
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError, match=r"missing from .*mnist: train-labels-idx1-ubyte.gz, t10k"):
         data.locate("mnist", tmp_path)

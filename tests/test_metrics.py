@@ -58,3 +58,8 @@ def test_judged_replay_counts_unseen_unsure_and_dropped_classes():
     assert v["unseen"] == pytest.approx(1 / 5)
     assert v["sure"] == pytest.approx(4 / 5)
     assert (v["fewest"], v["most"], v["counts"]) == (1, 3, [3, 1])
+
+
+def test_mean_std_over_seeds_is_the_population_std():
+    mean, std = metrics.mean_std([0.5, 0.7, 0.9])
+    assert mean == pytest.approx(0.7) and std == pytest.approx(np.sqrt(0.08 / 3))
