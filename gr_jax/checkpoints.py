@@ -6,7 +6,9 @@ interrupted write never damages an earlier checkpoint and is never picked up as 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,17 @@ def manager(run_dir: str | Path) -> ocp.CheckpointManager:
         ),
         item_names=("state", "meta"),
     )
+
+
+@contextlib.contextmanager
+def opened(run_dir: str | Path | None) -> Iterator[ocp.CheckpointManager | None]:
+    """`manager(run_dir)` (None without a run directory), closed however the block ends: an
+    open manager's threads would print errors at exit after a failure."""
+    if run_dir is None:
+        yield None
+        return
+    with manager(run_dir) as mngr:
+        yield mngr
 
 
 def save(mngr: ocp.CheckpointManager, tasks_done: int, state: Any, meta: dict) -> None:

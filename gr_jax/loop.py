@@ -9,7 +9,6 @@ reused. Data flow one way: config -> data -> tasks (`tasks.py`) -> loop -> resul
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -389,8 +388,7 @@ def _run_tasks(
     b_val, b_test = _accuracies(state.solver, data, cfg)
     history = empty_history(b_val, b_test)
 
-    with contextlib.ExitStack() as stack:  # the checkpoint manager closed however the run ends
-        mngr = stack.enter_context(checkpoints.manager(out)) if out is not None else None
+    with checkpoints.opened(out) as mngr:
         if mngr is not None and resume:
             done = checkpoints.latest(mngr)
             if done is not None:

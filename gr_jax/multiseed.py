@@ -570,8 +570,7 @@ def _run_tasks(
         to_host(p.hits(solvers, data.test_x, data.test_y, data.task_of_class))
     )
     histories = [empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))]
-    with contextlib.ExitStack() as stack:  # the checkpoint manager closed however the run ends
-        mngr = stack.enter_context(checkpoints.manager(out)) if out is not None else None
+    with checkpoints.opened(out) as mngr:
         if mngr is not None and resume and (done := checkpoints.latest(mngr)) is not None:
             state, meta = checkpoints.restore(mngr, done, state)
             state = shard_seeds(state)
