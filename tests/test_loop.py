@@ -181,7 +181,7 @@ def test_bad_data_stops_before_the_run_it_would_replace_is_deleted(tmp_path):
     prepare(tiny_config(), out, resume=False, overwrite=False)
     (out / "results.json").write_text("{}")
     missing = tiny_config(dataset="mnist", data_dir=str(tmp_path / "no-mnist-here"))
-    with pytest.raises(DataError, match="missing: train-images"):
+    with pytest.raises(DataError, match="missing from .*: train-images"):
         loop.run(missing, out, overwrite=True, bars=False)
     assert (out / "results.json").read_text() == "{}"
 
