@@ -24,12 +24,16 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
 @functools.cache
-def git_commit() -> str | None:
-    """The commit of the checkout gr_jax runs from, with '+dirty.' and a hash of the changes
-    if it has any (so two different edits read differently), or None; once per process, the
-    code it imported."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(root: Path = PACKAGE_ROOT) -> str | None:
+    """The commit of the checkout gr_jax runs from (`root`, holding gr_jax/), with '+dirty.'
+    and a hash of the changes if it has any (tracked files' diff and the package's untracked
+    files, so two different edits read differently), or None: also when gr_jax is not tracked
+    there (an installed copy inside another repository). Once per process: the code it
+    imported."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -37,10 +41,14 @@ def git_commit() -> str | None:
         ).stdout
 
     try:
+        git("ls-files", "--error-unmatch", "gr_jax/provenance.py")
         head = git("rev-parse", "HEAD").strip()
         changes = git("diff", "HEAD")
+        new = git("ls-files", "--others", "--exclude-standard", "gr_jax").split()
     except (OSError, subprocess.CalledProcessError):
         return None
+    for name in sorted(new):
+        changes += f"\nuntracked {name}\n" + (root / name).read_text(errors="replace")
     if not changes:
         return head
     return f"{head}+dirty.{hashlib.sha256(changes.encode()).hexdigest()[:12]}"

@@ -328,3 +328,28 @@ def test_fuzzed_command_lines_parse_or_exit_2(pairs):
         assert e.code == 2
     except ConfigError:
         pass
+
+
+def test_the_commit_is_of_gr_jax_own_checkout_and_sees_new_files(tmp_path):
+    import subprocess
+
+    from gr_jax import provenance
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x")
+    assert provenance.git_commit(tmp_path) is None  # a repository without gr_jax in it
+    (tmp_path / "gr_jax").mkdir()
+    (tmp_path / "gr_jax" / "provenance.py").write_text("# code\n")
+    git("add", "gr_jax")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "y")
+    head = provenance.git_commit.__wrapped__(tmp_path)
+    assert head is not None and "+dirty" not in head
+    (tmp_path / "gr_jax" / "new.py").write_text("A = 1\n")  # untracked code the run may import
+    dirty = provenance.git_commit.__wrapped__(tmp_path)
+    (tmp_path / "gr_jax" / "new.py").write_text("A = 2\n")
+    assert (
+        dirty.startswith(head + "+dirty.") and provenance.git_commit.__wrapped__(tmp_path) != dirty
+    )
