@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from gr_jax.rundir import RunDirError
@@ -78,10 +80,12 @@ def restore(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> tuple[
 
 
 def _restore_into(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> tuple[Any, dict]:
+    tree = _saved_tree(mngr, tasks_done)
+    into = target  # what Orbax restores: the target, or its fields the checkpoint holds
     if dataclasses.is_dataclass(target):
         fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)}
         present = {k for k, v in fields.items() if v is not None}
-        saved = saved_fields(mngr, tasks_done)
+        saved = {k: v is not None for k, v in tree.items()}
         dropped = sorted(k for k in set(saved) - present if saved[k])
         if dropped:
             raise CheckpointError(
@@ -89,19 +93,16 @@ def _restore_into(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> 
                 f"state it is restored into has not: a run of another config"
             )
         if set(saved) == present != set(fields):
-            subset = {k: fields[k] for k in present}
-            _check_shapes(mngr, tasks_done, subset)
-            state, meta = _restore(mngr, tasks_done, subset)
-            return target.replace(**state), meta
-    _check_shapes(mngr, tasks_done, target)
-    return _restore(mngr, tasks_done, target)
+            into = {k: fields[k] for k in present}
+    _check_shapes(tree, into, tasks_done, Path(mngr.directory) / str(tasks_done))
+    state, meta = _restore(mngr, tasks_done, into)
+    return (state if into is target else target.replace(**state)), meta
 
 
-def _check_shapes(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> None:
-    """A CheckpointError if the saved arrays' names or shapes differ from `target`'s: found from
-    the metadata, before Orbax starts reads that fail noisily (a model of another size)."""
-    import jax
-    import numpy as np
+def _check_shapes(tree: Any, target: Any, tasks_done: int, folder: Path) -> None:
+    """A CheckpointError if the saved arrays' names or shapes (`tree`, the checkpoint's
+    metadata) differ from `target`'s: found before Orbax starts reads that fail noisily (a
+    model of another size)."""
 
     def name(path: tuple) -> str:
         return ".".join(
@@ -109,8 +110,6 @@ def _check_shapes(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> 
         )
 
     want = {name(p): np.shape(x) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
-    folder = Path(mngr.directory) / str(tasks_done) / "state"
-    tree = ocp.StandardCheckpointHandler().metadata(folder).tree
     have = {m.name: tuple(m.shape) for m in jax.tree_util.tree_leaves(tree) if hasattr(m, "shape")}
     wrong = [
         f"{k}: saved {have.get(k, 'nothing')}, now {want.get(k, 'nothing')}"
@@ -120,18 +119,25 @@ def _check_shapes(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> 
     if wrong:
         more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
         raise CheckpointError(
-            f"the checkpoint after task {tasks_done} ({folder.parent}) holds arrays this run's "
-            f"state has not ({'; '.join(wrong[:3])}{more}): it was written by another config or "
+            f"the checkpoint after task {tasks_done} ({folder}) holds arrays this run's state "
+            f"has not ({'; '.join(wrong[:3])}{more}): it was written by another config or "
             f"version of gr_jax. Start the run again with --overwrite"
         )
+
+
+def _saved_tree(mngr: ocp.CheckpointManager, tasks_done: int) -> Any:
+    """The metadata tree of the state saved after `tasks_done` tasks (names, shapes; no data)."""
+    return (
+        ocp.StandardCheckpointHandler()
+        .metadata(Path(mngr.directory) / str(tasks_done) / "state")
+        .tree
+    )
 
 
 def saved_fields(mngr: ocp.CheckpointManager, tasks_done: int) -> dict[str, bool]:
     """The top-level fields of the state saved after `tasks_done` tasks: whether each holds
     arrays (False: saved as None)."""
-    folder = Path(mngr.directory) / str(tasks_done) / "state"
-    tree = ocp.StandardCheckpointHandler().metadata(folder).tree
-    return {k: v is not None for k, v in tree.items()}
+    return {k: v is not None for k, v in _saved_tree(mngr, tasks_done).items()}
 
 
 def _restore(mngr: ocp.CheckpointManager, tasks_done: int, target: Any) -> tuple[Any, dict]:

@@ -234,13 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument(
-        "--no-compile-cache", action="store_true", help="do not use JAX's persistent compile cache"
-    )
-    run.add_argument(
-        "--compile-cache-dir", type=Path, default=DEFAULT_CACHE, help="default: %(default)s"
-    )
+    add_process_options(run)
     add_kernel_options(run)
     add_config_options(run)
     sw = sub.add_parser(
@@ -253,16 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--preset", default="seed", help=f"one of {', '.join(PRESETS)}")
     sw.add_argument("--seeds", type=parse_seeds, default=[0], help="'0-4' or '0,1,2'")
     sw.add_argument("--out", type=Path, required=True, help="sweep directory")
-    sw.add_argument("--no-progress", action="store_true", help="no progress bars")
-    sw.add_argument(
-        "--no-compile-cache", action="store_true", help="do not use JAX's persistent compile cache"
-    )
-    sw.add_argument(
-        "--compile-cache-dir", type=Path, default=DEFAULT_CACHE, help="default: %(default)s"
-    )
+    add_process_options(sw)
     add_kernel_options(sw)
     add_config_options(sw, grid=True)
     return parser
+
+
+def add_process_options(p: argparse.ArgumentParser) -> None:
+    """Progress bars and the compile cache, for `run` and `sweep`."""
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-compile-cache", action="store_true", help="do not use JAX's persistent compile cache"
+    )
+    p.add_argument(
+        "--compile-cache-dir", type=Path, default=DEFAULT_CACHE, help="default: %(default)s"
+    )
 
 
 def add_kernel_options(p: argparse.ArgumentParser) -> None:
@@ -298,17 +297,17 @@ def add_xla_flags(extra: tuple[str, ...]) -> None:
     os.environ["XLA_FLAGS"] = " ".join(flags + new)
 
 
-def enable_compile_cache(path: Path) -> None:
-    """JAX's persistent compilation cache in `path`; a ConfigError if it cannot be a folder."""
+def enable_compile_cache(path: Path, parser: argparse.ArgumentParser) -> None:
+    """JAX's persistent compilation cache in `path`; `parser`'s error if it cannot be a folder."""
     import jax
 
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(
+        parser.error(
             f"--compile-cache-dir {path}: {e.strerror or e}; choose another folder or pass "
             f"--no-compile-cache"
-        ) from None
+        )
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
@@ -374,10 +373,7 @@ def sweep_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
     except (ConfigError, TypeError) as e:
         parser.error(str(e))
     if not args.no_compile_cache:
-        try:
-            enable_compile_cache(args.compile_cache_dir)
-        except ConfigError as e:
-            parser.error(str(e))
+        enable_compile_cache(args.compile_cache_dir, parser)
     try:
         _, diverged = sweep(base, axes, args.seeds, args.out, bars=not args.no_progress)
     except (ConfigError, DataError, RunDirError) as e:  # a point's divergence: `diverged`
@@ -442,10 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
         jax.distributed.initialize(*manual)
     if not args.no_compile_cache:
-        try:
-            enable_compile_cache(args.compile_cache_dir)
-        except ConfigError as e:
-            parser.error(str(e))
+        enable_compile_cache(args.compile_cache_dir, parser)
     for warning in unused_options(args, cfg):
         print(f"gr-jax: warning: {warning}", file=sys.stderr)
     print(f"gr-jax: run directory {out}", file=sys.stderr)

@@ -58,12 +58,12 @@ def prepare_data(cfg: Config) -> TaskData:
     return data
 
 
-def check_memory(cfg: Config, data: TaskData, copies: int = 2) -> None:
+def check_memory(cfg: Config, data: TaskData) -> None:
     """A ConfigError if a task's training set cannot fit in this machine's memory: float32
     images, held at least twice (the mix on the host and on the device). Said before the run
     directory is made, not as an allocation error in task 2."""
     rows = capacity(cfg, data)
-    need = rows * 28 * 28 * 4 * copies
+    need = rows * 28 * 28 * 4 * 2  # the mix on the host and on the device
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no such query here: nothing to compare
