@@ -22,8 +22,8 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from gr_jax import health
+from gr_jax.batching import valid_permutation
 from gr_jax.models import make_gan
-from gr_jax.solver import valid_permutation
 
 
 class GenState(TrainState):

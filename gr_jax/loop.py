@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
 from gr_jax import (
+    batching,
     checkpoints,
     faults,
     gan,
@@ -156,8 +158,8 @@ def replay_phase(
         real_x, real_y = np.concatenate([real_x, stored[0]]), np.concatenate([real_y, stored[1]])
         counts = np.bincount(stored[1], minlength=cfg.num_classes).tolist()
     rows = capacity(cfg, data)
-    x = jnp.asarray(replay.pad_to(real_x, rows))
-    y = jnp.asarray(replay.pad_to(real_y, rows))
+    x = jnp.asarray(batching.pad_to(real_x, rows))
+    y = jnp.asarray(batching.pad_to(real_y, rows))
     n = n_real = len(real_y)
     soft = None
     if cfg.replay == "generative" and t > 0 and cfg.n_gen > 0:
@@ -386,30 +388,62 @@ def _run_tasks(
 ) -> dict[str, Any]:
     state = init_state(cfg)
     b_val, b_test = _accuracies(state.solver, data, cfg)
-    history = empty_history(b_val, b_test)
-
-    with checkpoints.opened(out) as mngr:
-        if mngr is not None and resume:
-            done = checkpoints.latest(mngr)
-            if done is not None:
-                state, history = checkpoints.restore(mngr, done, state)
-                tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
-        env = provenance.environment()
-        first = history["tasks_done"]
-        tasks = range(first, cfg.num_tasks)
-        for t in tqdm(tasks, desc="tasks", disable=not bars, initial=first, total=cfg.num_tasks):
-            tick_task = time.perf_counter()
-            provenance.warn_if_changed(provenance.note_environment(history, env, t), t)
-            state = run_task(cfg, t, state, data, history, bars)
-            if mngr is not None:
-                tick = time.perf_counter()
-                checkpoints.save(mngr, t + 1, state, history)
-                faults.point(t, "checkpoint")
-                history["timings"][-1]["checkpoint"] = time.perf_counter() - tick
-            if log:
-                log_task(out, cfg, t, history["r_test"][t], time.perf_counter() - tick_task)
-
+    state, (history,), env = drive(
+        cfg,
+        out,
+        resume,
+        state,
+        [empty_history(b_val, b_test)],
+        lambda t, s, hs: run_task(cfg, t, s, data, hs[0], bars),
+        bars,
+        log,
+    )
     results = make_results(cfg, state, history, data, time.perf_counter() - started, env)
     if out is not None:
         rundir.write_json(out / "results.json", results)
     return results
+
+
+def drive(
+    cfg: Config,
+    out: Path | None,
+    resume: bool,
+    state: Any,
+    histories: list[dict],
+    task: Callable[[int, Any, list[dict]], Any],
+    bars: bool,
+    log: bool,
+    seeds: bool = False,
+) -> tuple[Any, list[dict], dict[str, Any]]:
+    """The tasks of a run, from the first unfinished one: with `out`, resume from its newest
+    checkpoint (if `resume`), then `task(t, state, histories)` for each task, a checkpoint after
+    it, and with `log` a line on stderr (the mean over seeds). One driver for single-seed runs
+    and runs of seeds in one program (`seeds`: the checkpoints' metadata holds every seed's
+    history, `{"histories": [...]}`; a single-seed run's holds its history alone).
+
+    Returns the final state, the histories and this process's environment (provenance)."""
+    with checkpoints.opened(out) as mngr:
+        if mngr is not None and resume and (done := checkpoints.latest(mngr)) is not None:
+            state, meta = checkpoints.restore(mngr, done, state)
+            histories = meta["histories"] if seeds else [meta]
+            tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
+        env = provenance.environment()
+        first = histories[0]["tasks_done"]
+        tasks = range(first, cfg.num_tasks)
+        for t in tqdm(tasks, desc="tasks", disable=not bars, initial=first, total=cfg.num_tasks):
+            tick_task = time.perf_counter()
+            changed = [provenance.note_environment(h, env, t) for h in histories]
+            provenance.warn_if_changed(changed[0], t)
+            state = task(t, state, histories)
+            if mngr is not None:
+                tick = time.perf_counter()
+                checkpoints.save(
+                    mngr, t + 1, state, {"histories": histories} if seeds else histories[0]
+                )
+                faults.point(t, "checkpoint")
+                for h in histories:
+                    h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
+            if log:
+                row = np.mean([h["r_test"][t] for h in histories], axis=0)
+                log_task(out, cfg, t, row, time.perf_counter() - tick_task)
+    return state, histories, env

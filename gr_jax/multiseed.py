@@ -37,13 +37,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from gr_jax import (
-    checkpoints,
+    batching,
     faults,
     gan,
     health,
     loop,
     metrics,
-    provenance,
     replay,
     rundir,
     solver,
@@ -51,7 +50,7 @@ from gr_jax import (
 )
 from gr_jax.config import BEYOND_OFF, Config, ConfigError, diff, validate
 from gr_jax.loop import RunState
-from gr_jax.results import empty_history, gan_curve, log_task, make_results, solver_curve
+from gr_jax.results import empty_history, gan_curve, make_results, solver_curve
 from gr_jax.tasks import TaskData, capacity, prepare_data
 
 
@@ -216,7 +215,7 @@ def _programs(cfg: Config, capacity: int) -> Programs:
             )
         ),
         permutations=jax.jit(
-            seeds(lambda k, n: solver.valid_permutation(k, n, capacity), in_axes=(0, None))
+            seeds(lambda k, n: batching.valid_permutation(k, n, capacity), in_axes=(0, None))
         ),
         new_gans=jax.jit(seeds(functools.partial(loop.new_gan, cfg))),
         generate=jax.jit(
@@ -395,11 +394,23 @@ def run_task(
     histories: list[dict],
     bars: bool = False,
 ) -> RunState:
-    """`loop.run_task` for all seeds at once (generative replay or fine-tuning)."""
+    """`loop.run_task` for all seeds at once (generative replay or fine-tuning); `state`
+    holds every seed on a leading axis, `histories` one history per seed."""
+    with timing.compile_seconds() as compile_time:
+        new_state = _run_phases(cfg, t, state, data, histories, bars)
+    for h in histories:
+        h["timings"][-1]["compile"] = compile_time[0]  # part of the phases above
+    return new_state
+
+
+def _run_phases(
+    cfg: Config, t: int, state: RunState, data: TaskData, histories: list[dict], bars: bool
+) -> RunState:
     cap = capacity(cfg, data)
     p = programs(cfg, cap)
     seeds = len(histories)
     # unrolled seeds travel as one tree each (SeedList); stacked again at the end
+    state = shard_seeds(state)  # a no-op unless restored from a checkpoint onto a mesh
     state = RunState(
         *(as_programs_take(p, part, seeds) for part in (state.solver, state.gan, state.key))
     )
@@ -409,8 +420,8 @@ def run_task(
     faults.point(t, "generate")
     tick = time.perf_counter()
     real_x, real_y = data.train[t]
-    x = jnp.asarray(replay.pad_to(real_x, cap))
-    y = jnp.asarray(replay.pad_to(real_y, cap))
+    x = jnp.asarray(batching.pad_to(real_x, cap))
+    y = jnp.asarray(batching.pad_to(real_y, cap))
     n = len(real_y)
     counts = np.zeros((seeds, cfg.num_classes), int)
     if cfg.replay == "generative" and t > 0 and cfg.n_gen > 0:
@@ -570,33 +581,17 @@ def _run_tasks(
         to_host(p.hits(solvers, data.test_x, data.test_y, data.task_of_class))
     )
     histories = [empty_history(b_val[i].tolist(), b_test[i].tolist()) for i in range(len(seeds))]
-    with checkpoints.opened(out) as mngr:
-        if mngr is not None and resume and (done := checkpoints.latest(mngr)) is not None:
-            state, meta = checkpoints.restore(mngr, done, state)
-            state = shard_seeds(state)
-            histories = meta["histories"]
-            tqdm.write(f"resuming {out} from the checkpoint after task {done}", file=sys.stderr)
-        env = provenance.environment()
-        first = histories[0]["tasks_done"]
-        tasks = range(first, cfg.num_tasks)
-        for t in tqdm(tasks, desc="tasks", disable=not bars, initial=first, total=cfg.num_tasks):
-            tick_task = time.perf_counter()
-            changed = [provenance.note_environment(h, env, t) for h in histories]
-            provenance.warn_if_changed(changed[0], t)
-            with timing.compile_seconds() as compile_time:
-                state = run_task(cfg, t, state, data, histories, bars)
-            for h in histories:
-                h["timings"][-1]["compile"] = compile_time[0]  # part of the phases, as in loop
-            if mngr is not None:
-                tick = time.perf_counter()
-                checkpoints.save(mngr, t + 1, state, {"histories": histories})
-                faults.point(t, "checkpoint")
-                for h in histories:
-                    h["timings"][-1]["checkpoint"] = time.perf_counter() - tick
-            if log:
-                row = np.mean([h["r_test"][t] for h in histories], axis=0)
-                log_task(out, cfg, t, row, time.perf_counter() - tick_task)
-
+    state, histories, env = loop.drive(
+        cfg,
+        out,
+        resume,
+        state,
+        histories,
+        lambda t, s, hs: run_task(cfg, t, s, data, hs, bars),
+        bars,
+        log,
+        seeds=True,
+    )
     wall = time.perf_counter() - started
     one_seed = shapes_of_one_seed(state)
     resolved = {"seed_axis": seed_axis(cfg)}  # whether each seed is bitwise its own run

@@ -16,8 +16,9 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from gr_jax import health
+from gr_jax.batching import valid_permutation
 from gr_jax.gan import GenState, balanced_labels, sample
-from gr_jax.solver import ReplayLoss, random_shift, train_step, valid_permutation
+from gr_jax.solver import ReplayLoss, random_shift, train_step
 
 
 def teacher_targets(
@@ -120,11 +121,6 @@ def kept_replay(
     x = np.concatenate([p[0] for p in previous])
     y = np.concatenate([p[1] for p in previous])
     return x[keep], y[keep]
-
-
-def pad_to(x: np.ndarray, capacity: int) -> np.ndarray:
-    """`x` with zero rows appended up to `capacity` rows."""
-    return np.concatenate([x, np.zeros((capacity - len(x), *x.shape[1:]), x.dtype)])
 
 
 @jax.jit

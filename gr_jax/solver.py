@@ -19,6 +19,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from gr_jax import health
+from gr_jax.batching import valid_permutation
 from gr_jax.models import Solver
 
 
@@ -130,18 +131,6 @@ def random_shift(key: jax.Array, images: jnp.ndarray, max_shift: int) -> jnp.nda
         return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
 
     return jax.vmap(crop)(padded, offsets)
-
-
-@partial(jax.jit, static_argnames="capacity")
-def valid_permutation(key: jax.Array, n_valid: jnp.ndarray, capacity: int) -> jnp.ndarray:
-    """A random order of range(capacity) whose first `n_valid` entries permute range(n_valid).
-
-    Data are padded to a fixed capacity so that nothing recompiles when the number of real
-    examples changes between tasks; padding rows sort to the end.
-    """
-    u = jax.random.uniform(key, (capacity,))
-    u = jnp.where(jnp.arange(capacity) < n_valid, u, 2.0)
-    return jnp.argsort(u)
 
 
 class ReplayRows(struct.PyTreeNode):

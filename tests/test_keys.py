@@ -201,7 +201,7 @@ RUNS = {
             "loop.py:gan_keys",
             "replay.py:generate_replay",
             "gan.py:sample:normal",
-            "solver.py:valid_permutation:uniform",
+            "batching.py:valid_permutation:uniform",
             "gan.py:gan_step:normal",
         },
     ),

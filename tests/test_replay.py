@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gr_jax import gan, replay, solver
+from gr_jax import batching, gan, replay, solver
 
 
 def test_generate_replay_draws_n_gen_images_labelled_by_the_solver():
@@ -27,8 +27,8 @@ def test_generate_replay_draws_n_gen_images_labelled_by_the_solver():
 def test_mix_puts_replay_right_after_the_real_data():
     real_x = np.ones((5, 28, 28, 1), np.float32)
     real_y = np.full(5, 7, np.int32)
-    x = jnp.asarray(replay.pad_to(real_x, 12))
-    y = jnp.asarray(replay.pad_to(real_y, 12))
+    x = jnp.asarray(batching.pad_to(real_x, 12))
+    y = jnp.asarray(batching.pad_to(real_y, 12))
     gx, gy = -jnp.ones((4, 28, 28, 1)), jnp.full(4, 3, jnp.int32)
     mx, my = replay.mix(x, y, jnp.asarray(5), gx, gy)
     assert mx.shape == (12, 28, 28, 1)

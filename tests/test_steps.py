@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gr_jax import gan, replay, solver
+from gr_jax import batching, gan, replay, solver
 
 
 def _blobs(n=256, seed=0):
@@ -17,7 +17,7 @@ def _blobs(n=256, seed=0):
 
 
 def test_valid_permutation_keeps_padding_last():
-    perm = np.asarray(solver.valid_permutation(jax.random.PRNGKey(0), jnp.asarray(7), 10))
+    perm = np.asarray(batching.valid_permutation(jax.random.PRNGKey(0), jnp.asarray(7), 10))
     assert sorted(perm[:7].tolist()) == list(range(7))
     assert sorted(perm[7:].tolist()) == [7, 8, 9]
 
