@@ -114,6 +114,133 @@ def test_replay_rows_without_replay_train_like_the_plain_epoch():
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
 
 
+def _expected_loss(logits, labels, is_replay, soft=None, share=None, t=1.0) -> float:
+    """The solver's loss with replay, written out in NumPy (float64) from its definition: hard
+    cross-entropy on real rows, T^2 x cross-entropy with the soft targets at temperature T on
+    replay rows, and with `share` the replay rows' mean weighted against the real rows'."""
+    z = np.asarray(logits, np.float64)
+    labels, is_replay = np.asarray(labels), np.asarray(is_replay, bool)
+
+    def log_softmax(a):
+        return (
+            a
+            - np.log(np.exp(a - a.max(-1, keepdims=True)).sum(-1, keepdims=True))
+            - a.max(-1, keepdims=True)
+        )
+
+    losses = -log_softmax(z)[np.arange(len(labels)), labels]
+    if soft is not None:
+        distil = -t * t * (np.asarray(soft, np.float64) * log_softmax(z / t)).sum(-1)
+        losses = np.where(is_replay, distil, losses)
+    if share is None:
+        return float(losses.mean())
+    return float(share * losses[is_replay].mean() + (1 - share) * losses[~is_replay].mean())
+
+
+def test_replay_rows_mark_the_rows_from_n_real_on_and_take_their_soft_targets():
+    soft = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(0), (8, 10)))
+    rows = solver.ReplayRows(jnp.asarray(3), soft, jnp.asarray(0.8), 2.0)
+    idx = np.asarray([5, 1, 3, 0, 2, 7])
+    b = rows.batch(jnp.asarray(idx))
+    assert np.asarray(b.is_replay).tolist() == [True, False, True, False, False, True]
+    np.testing.assert_array_equal(np.asarray(b.soft), np.asarray(soft)[idx])
+    assert float(b.share) == pytest.approx(0.8) and b.temperature == 2.0
+
+
+def test_an_epoch_with_replay_rows_weights_and_distils_the_rows_from_n_real_on():
+    """One step over a whole mixed set (3 real rows, 5 replay), share 0.8, soft targets at
+    T = 2: the epoch's loss is the definition's (rows shuffled: the loss does not depend on
+    their order within the batch)."""
+    x = jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1))
+    y = jnp.asarray([0, 1, 2, 3, 4, 5, 6, 7])
+    soft = jax.nn.softmax(3 * jax.random.normal(jax.random.PRNGKey(1), (8, 10)))
+    make = lambda: solver.create_solver_state(jax.random.PRNGKey(2), (32,), 1e-3)  # noqa: E731
+    s = make()
+    logits = s.apply_fn({"params": s.params}, x)
+    rows = solver.ReplayRows(jnp.asarray(3), soft, jnp.asarray(0.8), 2.0)
+    _, m = solver.train_epoch(make(), x, y, jnp.asarray(8), jax.random.PRNGKey(3), 8, rows)
+    is_replay = np.arange(8) >= 3
+    expected = _expected_loss(logits, y, is_replay, soft, 0.8, 2.0)
+    assert float(m["loss"]) == pytest.approx(expected, rel=1e-5)
+    # and the definition tells the two sides apart: the mask reversed gives another loss
+    assert abs(_expected_loss(logits, y, ~is_replay, soft, 0.8, 2.0) - expected) > 1e-3
+
+
+def test_soft_rows_are_one_hot_labels_then_the_replays_soft_targets():
+    y = jnp.asarray([1, 0, 2, 5, 5, 9, 3, 3])
+    gen_soft = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(0), (3, 10)))
+    rows = np.asarray(replay.soft_rows(y, jnp.asarray(2), gen_soft, 10))
+    np.testing.assert_array_equal(rows[:2], np.eye(10)[[1, 0]])
+    np.testing.assert_array_equal(rows[2:5], np.asarray(gen_soft))
+    np.testing.assert_array_equal(rows[5:], np.eye(10)[[9, 3, 3]])  # padding: its own labels
+
+
+def test_soft_targets_without_fresh_replay_distil_the_generated_rows_only():
+    """`replay_phase` with soft targets and stored (not fresh) replay: the replay rows' targets
+    are the previous solver's softmax at temperature T, the real rows' their one-hot labels."""
+    cfg = tiny_config(soft_targets=2.0)
+    data = prepare_data(cfg)
+    state = loop.init_state(cfg)
+    train, _ = loop.replay_phase(cfg, 1, state, data, jax.random.PRNGKey(5))
+    n_real, n = train.n_real, train.n
+    assert n - n_real == cfg.n_gen and train.soft is not None
+    soft = np.asarray(train.soft)
+    np.testing.assert_array_equal(soft[:n_real], np.eye(10)[np.asarray(train.y[:n_real])])
+    logits = state.solver.apply_fn({"params": state.solver.params}, train.x[n_real:n])
+    np.testing.assert_allclose(
+        soft[n_real:n], np.asarray(jax.nn.softmax(logits / 2.0)), rtol=1e-5, atol=1e-7
+    )
+
+
+def test_a_fresh_replay_step_weights_and_distils_its_generated_half():
+    """One step of fresh replay against its batch built by hand as the docstring says (the
+    step's key folded with the step number, split into latent, label, shift and dropout keys):
+    real half first, the generator's half labelled by the teacher; share 0.8 and T = 2."""
+    g = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5).g
+    teacher = solver.create_solver_state(jax.random.PRNGKey(1), (32,), 1e-3)
+    student = solver.create_solver_state(jax.random.PRNGKey(2), (32,), 1e-3)
+    x = jax.random.uniform(jax.random.PRNGKey(3), (8, 28, 28, 1))
+    y = jnp.asarray([0, 1, 2, 3, 4, 5, 6, 7])
+    perm = jnp.asarray([6, 2, 7, 0, 1, 3, 4, 5])
+    zero = jnp.zeros((), jnp.float32)
+    cursor = (jnp.zeros((), jnp.int32), jnp.asarray(health.NO_BAD_STEP), zero, zero)
+    key = jax.random.PRNGKey(4)
+    _, after = replay.fresh_step_at(
+        student, teacher, g, x, y, perm, cursor, key, 8, 16, share=jnp.asarray(0.8),
+        temperature=2.0,
+    )  # fmt: skip
+    k_z = jax.random.split(jax.random.fold_in(key, 0), 4)[0]
+    gen_x = gan.sample(g, k_z, 4, 16)
+    t_logits = teacher.apply_fn({"params": teacher.params}, gen_x)
+    batch_x = jnp.concatenate([x[perm[:4]], gen_x])
+    batch_y = np.concatenate([np.asarray(y)[np.asarray(perm[:4])], np.argmax(t_logits, -1)])
+    soft = np.concatenate([np.eye(10)[batch_y[:4]], np.asarray(jax.nn.softmax(t_logits / 2.0))])
+    logits = student.apply_fn({"params": student.params}, batch_x)
+    expected = _expected_loss(logits, batch_y, np.arange(8) >= 4, soft, 0.8, 2.0)
+    assert float(after[2]) == pytest.approx(expected, rel=1e-5)
+    assert abs(_expected_loss(logits, batch_y, np.arange(8) < 4, soft, 0.8, 2.0) - expected) > 1e-3
+
+
+def test_conditional_replay_stays_balanced_across_chunks(monkeypatch):
+    """Chunks of 7 for 3 seen classes: each chunk continues the class cycle where the last one
+    stopped, so 30 images are 10 of each class (not 3 chunks restarting at the first class)."""
+    asked = []
+
+    def record(g, s, key, n, latent_dim, gen_labels=None, temperature=0.0):
+        asked.append(np.asarray(gen_labels))
+        return jnp.zeros((n, 28, 28, 1)), jnp.asarray(gen_labels, jnp.int32), None
+
+    monkeypatch.setattr(replay, "sample_and_label", record)
+    order = jnp.asarray([4, 0, 7, 1, 2, 3, 5, 6, 8, 9])
+    _, ys, _ = replay.generate_replay(None, None, jax.random.PRNGKey(0), 30, 16, 7, order, 3)
+    assert len(asked) == 5 and np.bincount(np.asarray(ys), minlength=10)[[4, 0, 7]].tolist() == [
+        10,
+        10,
+        10,
+    ]
+    assert set(np.asarray(ys).tolist()) == {0, 4, 7}
+
+
 def test_generated_soft_targets_are_the_teacher_distribution():
     g = gan.create_gan_state(jax.random.PRNGKey(0), "conv", 8, 16, 2e-4, 0.5, num_classes=10).g
     s = solver.create_solver_state(jax.random.PRNGKey(1), (32,), 1e-3)

@@ -18,10 +18,18 @@ def test_run_prints_matrix_and_metrics(tmp_path, capsys):
     argv = ["run", "--preset", "quick", "--out", str(out), "--no-progress", "--no-compile-cache"]
     assert cli.main(argv + TINY) == 0
     text = capsys.readouterr().out
-    assert "after T2" in text and "ACC" in text and "BWT" in text and "FWT" in text
+    assert "after T2" in text
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["gan"] == "mlp" and cfg["gen_epochs"] == [1, 1] and cfg["tasks"] == [[0, 1], [2, 3]]
     results = json.loads((out / "results.json").read_text())
+    # what it prints are the results' test numbers: the matrix's rows and ACC, BWT, FWT
+    printed = re.search(r"ACC (\S+)  BWT (\S+)  FWT (\S+)  \(test split\)", text)
+    t = results["test"]
+    assert [float(v) for v in printed.groups()] == [round(t[m], 4) for m in ("acc", "bwt", "fwt")]
+    rows = [line.split()[-2:] for line in text.splitlines() if line.startswith("after T")]
+    assert [[float(v) for v in row] for row in rows] == [
+        [round(a, 3) for a in row] for row in results["r_test"]
+    ]
+    assert cfg["gan"] == "mlp" and cfg["gen_epochs"] == [1, 1] and cfg["tasks"] == [[0, 1], [2, 3]]
     assert cfg["d_chunks"] == 0 and results["config_resolved"] == {"d_chunks": 1, "gan_scan": 1}
     # a second run into the same directory is refused, with exit code 2
     assert cli.main(argv + TINY) == 2
@@ -89,6 +97,7 @@ def test_every_config_field_has_its_comment_as_help(capsys):
         (["run", "--solver-lr", "nan"], "solver_lr must be a finite number, got nan"),
         (["run", "--tasks", "((0,1),(2,3))"], "tasks by slashes"),
         (["run", "--gen-epochs", "-1"], "gen_epochs must be >= 0, got (-1,)"),
+        (["run", "--distributed", "--seeds", "0-1"], "--distributed needs --out DIR"),
     ],
 )
 def test_bad_input_exits_with_a_message(argv, message, capsys):
@@ -97,6 +106,19 @@ def test_bad_input_exits_with_a_message(argv, message, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith(f"usage: gr-jax {argv[0]} ")  # the command's own
+
+
+def test_resuming_a_run_whose_config_json_is_not_a_config_exits_2(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"n_gen": "many", "no_such_field": 1}))
+    argv = ["run", "--resume", "--out", str(out), "--no-progress", "--no-compile-cache"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'config.json'} is not a valid gr_jax config" in err
+    assert list(out.iterdir()) == [out / "config.json"]  # nothing written
 
 
 def test_options_the_config_does_not_use_are_named():

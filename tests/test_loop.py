@@ -6,7 +6,7 @@ import pytest
 
 from gr_jax import checkpoints, loop, provenance, runs
 from gr_jax.replay import reservoir_update
-from gr_jax.results import empty_history, stored_bytes
+from gr_jax.results import empty_history, make_results, stored_bytes
 from gr_jax.tasks import capacity, prepare_data
 
 from .conftest import prepare, tiny_config
@@ -57,7 +57,19 @@ def test_end_to_end_results(tiny_run):
     }
     # task 1 compiles most (all of it when no earlier test of this process has run the config)
     assert r["timings"][0]["compile"] >= r["timings"][1]["compile"] >= 0
-    assert r["memory"]["real_data_bytes_float32_after_task"][1] > 0
+    # memory: parameters counted from the architectures, images from the task sizes
+    cfg = tiny_config()
+    widths = (28 * 28, *cfg.solver_hidden, 10)
+    mem = r["memory"]
+    assert mem["solver_param_bytes"] == 4 * sum(a * b + b for a, b in zip(widths, widths[1:]))
+    fresh = loop.new_gan(cfg, jax.random.PRNGKey(0))
+    count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))  # noqa: E731
+    assert mem["generator_param_bytes"] == 4 * count(fresh.g.params)
+    assert mem["discriminator_param_bytes"] == 4 * count(fresh.d.params)
+    seen = np.cumsum([len(y) for _, y in prepare_data(cfg).train])
+    assert mem["real_data_bytes_uint8_after_task"] == (seen * 28 * 28).tolist()
+    assert mem["real_data_bytes_float32_after_task"] == (seen * 28 * 28 * 4).tolist()
+    assert mem["replay_buffer_bytes_uint8"] == 0
     assert r["environment"]["cpu_cores"] >= 1
     assert r["environment"]["jax_threefry_partitionable"] is jax.config.jax_threefry_partitionable
     assert r["environments"] == [{"tasks_done_before": 0, **r["environment"]}]
@@ -218,9 +230,12 @@ def test_nothing_compiles_after_the_first_replay_task(caplog, fields):
         with caplog.at_level(logging.WARNING):
             caplog.clear()
             loop.run_task(cfg, 2, state, data, history)
+            compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+            caplog.clear()
+            jax.jit(lambda x: x * 3 + 1)(np.float32(2))  # the log this test reads says so
+            assert any("Compiling" in r.getMessage() for r in caplog.records)
     finally:
         jax.config.update("jax_log_compiles", False)
-    compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
     assert compiles == []
 
 
@@ -273,6 +288,20 @@ def test_memory_counts_what_each_baseline_keeps():
     assert bytes_(replay="buffer", buffer_size=120) == 120
     assert bytes_(replay="exact", buffer_size=120) == 250  # it draws from all of them
     assert bytes_(replay="joint") == 250 and bytes_(replay="none") == bytes_() == 0
+
+
+def test_memory_counts_the_generators_ema_weights_as_well():
+    """With an EMA of the generator, replay samples the averaged weights while the raw ones
+    train: both are kept, twice the generator's parameters."""
+    history = empty_history([0.0, 0.0], [0.0, 0.0])
+    history["r_test"] = history["r_val"] = [[1.0, 0.0], [1.0, 1.0]]
+
+    def generator_bytes(cfg):
+        data = prepare_data(cfg)
+        results = make_results(cfg, loop.init_state(cfg), history, data, 0.0, env={})
+        return results["memory"]["generator_param_bytes"]
+
+    assert generator_bytes(tiny_config(gan_ema=0.99)) == 2 * generator_bytes(tiny_config())
 
 
 def test_a_checkpoint_from_before_the_buffer_field_restores(tmp_path):

@@ -1,6 +1,7 @@
 """Seeds in one program equal the single-seed runs."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -18,10 +19,10 @@ RESULT_KEYS = ("b_test", "b_val", "r_test", "r_val", "replay_class_counts", "sol
     "fields",
     [
         dict(gan="mlp"),
-        dict(gan="mlp", solver_dropout=0.3),
-        dict(gan="mlp", gan_lr_final=0.1),
+        pytest.param(dict(gan="mlp", solver_dropout=0.3), marks=pytest.mark.slow),
+        pytest.param(dict(gan="mlp", gan_lr_final=0.1), marks=pytest.mark.slow),
         dict(gan="conv"),
-        dict(gan="conv", conv_impl="slices", d_mbdisc=4),
+        pytest.param(dict(gan="conv", conv_impl="slices", d_mbdisc=4), marks=pytest.mark.slow),
     ],
 )
 def test_each_unrolled_seed_is_bitwise_its_single_seed_run(fields):
@@ -37,7 +38,9 @@ def test_each_unrolled_seed_is_bitwise_its_single_seed_run(fields):
     assert multi[0]["solver_curves"] != multi[1]["solver_curves"]
 
 
-@pytest.mark.parametrize("fields", [dict(gan="mlp"), dict(gan="conv")])
+@pytest.mark.parametrize(
+    "fields", [dict(gan="mlp"), pytest.param(dict(gan="conv"), marks=pytest.mark.slow)]
+)
 def test_each_vmapped_seed_agrees_with_its_single_seed_run_to_rounding(fields):
     """seed_axis="vmap" (accelerators): batched kernels round differently, about 1e-7 relative
     per step; the first task's losses agree to that, the matrices to a few examples (rounding
@@ -57,7 +60,7 @@ def test_each_vmapped_seed_agrees_with_its_single_seed_run_to_rounding(fields):
         np.testing.assert_allclose(m["r_val"], single["r_val"], atol=0.02)
 
 
-def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
+def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path, capsys):
     out = tmp_path / "multi"
     argv = [
         "run", "--preset", "quick", "--tasks", "0,1/2,3", "--n-gen", "64", "--gen-chunk", "64",
@@ -75,6 +78,13 @@ def test_cli_seeds_writes_one_result_per_seed_and_a_summary(tmp_path):
     assert summary["test_acc"]["mean"] == pytest.approx(np.mean(accs))
     assert summary["test_acc"]["std"] == pytest.approx(np.std(accs))
     assert np.array(summary["r_test"]["mean"]).shape == (2, 2)
+    # it prints the summary's test numbers: mean ± std of ACC, BWT, FWT
+    text = capsys.readouterr().out
+    printed = re.search(r"ACC (\S+) ± (\S+)  BWT (\S+) ± (\S+)  FWT (\S+) ± (\S+)  \(test", text)
+    expected = [
+        round(summary[f"test_{m}"][k], 4) for m in ("acc", "bwt", "fwt") for k in ("mean", "std")
+    ]
+    assert [float(v) for v in printed.groups()] == expected
     # no GAN after the last task: only task 1's GAN epoch is in the curves
     seed_3 = json.loads((out / "seed=3" / "results.json").read_text())
     assert [(r["task"], r["epoch"]) for r in seed_3["gan_curves"]] == [(0, 0)]
@@ -147,7 +157,7 @@ json.dump([{k: r[k] for k in sys.argv[2:]} for r in results], sys.stdout)
 """
 
 
-@pytest.mark.parametrize("d_chunks", [4, 0])
+@pytest.mark.parametrize("d_chunks", [4, pytest.param(0, marks=pytest.mark.slow)])
 def test_sharded_over_four_cpu_devices_equals_unsharded(d_chunks):
     """Four seeds over four (forced host) devices, each device unrolling its own seed inside
     `shard_map`, against the one-device run (whose seeds are bitwise their single-seed runs).
@@ -190,6 +200,45 @@ def test_sharded_over_four_cpu_devices_equals_unsharded(d_chunks):
                 assert ca[k] == pytest.approx(cb[k], rel=1e-6, abs=0), (k, ca, cb)
 
 
+@pytest.mark.slow
+def test_seeds_killed_on_four_devices_resume_there_to_the_uninterrupted_results(tmp_path):
+    """Four seeds on four (forced host) devices killed in task 2, then resumed in a new
+    four-device process from the checkpoint after task 1: every seed's results are those of the
+    uninterrupted one-device run (equal with the discriminator in 4 chunks, as above)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from gr_jax import faults
+
+    from .conftest import REPO
+
+    out = tmp_path / "seeds"
+    flags = [
+        "--preset", "quick", "--tasks", "0,1/2,3", "--n-gen", "256", "--gen-chunk", "128",
+        "--solver-epochs", "2", "--solver-batch", "64", "--gan", "mlp", "--gan-width", "8",
+        "--gen-epochs", "1", "--gan-batch", "32", "--d-chunks", "4", "--seeds", "0-3",
+    ]  # fmt: skip
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+
+    def gr_jax(*argv: str, fault: str | None = None) -> subprocess.CompletedProcess:
+        run_env = {**env, faults.ENV: fault} if fault else env
+        cmd = [sys.executable, "-m", "gr_jax.cli", "run", "--out", str(out), "--no-progress"]
+        cmd += ["--no-compile-cache", *argv]
+        return subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True)
+
+    killed = gr_jax(*flags, fault="2:solver")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    again = gr_jax("--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "from the checkpoint after task 1" in again.stderr
+    plain = multiseed.run(tiny_config(gan="mlp", d_chunks=4), [0, 1, 2, 3], None, bars=False)
+    for s, b in zip(range(4), plain, strict=True):
+        a = json.loads((out / f"seed={s}" / "results.json").read_text())
+        assert {k: a[k] for k in RESULT_KEYS} == {k: b[k] for k in RESULT_KEYS}, s
+
+
 @pytest.mark.parametrize("how", ["vmap", "unroll"])
 def test_a_gan_epoch_of_many_seeds_copies_nothing_on_its_own(how):
     """As for one seed (test_steps): with implicit host-to-device copies refused, a GAN epoch
@@ -223,6 +272,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_hosts_run_the_seeds_as_one_program(tmp_path):
     """The multi-host path, on one machine: two processes (two CPU devices each) started with
     the same command join through `jax.distributed`; the seeds are sharded over all four

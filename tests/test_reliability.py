@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gr_jax import checkpoints, cli, faults, loop
+from gr_jax import checkpoints, cli, faults, health, loop
 from gr_jax.config import Config, ConfigError
 from gr_jax.health import DivergenceError
 
@@ -119,6 +119,7 @@ def test_a_sweep_killed_inside_a_point_resumes_that_point_bitwise(reference, tmp
     assert (sweep / "summary.csv").read_text().splitlines()[0].startswith("seeds,diverged,acc_mean")
 
 
+@pytest.mark.slow
 def test_seeds_in_one_program_killed_resume_to_the_single_seed_run(reference, tmp_path):
     """`--seeds 0-1` killed by SIGKILL in task 2's GAN, then `--resume`: seed 0 ends with
     exactly the results of the uninterrupted single-seed run (unrolled seeds are bitwise
@@ -195,6 +196,19 @@ def test_divergence_is_named_and_the_last_checkpoint_survives(tmp_path, monkeypa
     state, meta = checkpoints.restore(mngr, 1, loop.init_state(cfg))
     assert meta["tasks_done"] == 1
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state))
+
+
+def test_a_divergence_among_seeds_in_one_program_names_them():
+    bad = np.array([health.NO_BAD_STEP, 3, health.NO_BAD_STEP, health.NO_BAD_STEP])
+    finite = np.array([True, True, True, False])
+    health.check(
+        {"first_bad_step": np.full(4, health.NO_BAD_STEP), "params_finite": np.ones(4, bool)}, ""
+    )
+    with pytest.raises(
+        DivergenceError,
+        match=r"^task 2, GAN, epoch 1 \(seed index 1, 3\): .* at step 4 of the epoch$",
+    ):
+        health.check({"first_bad_step": bad, "params_finite": finite}, "task 2, GAN, epoch 1")
 
 
 def test_absurd_learning_rate_diverges_with_a_message(tmp_path, capsys):
