@@ -314,7 +314,7 @@ def enable_compile_cache(path: Path, parser: argparse.ArgumentParser) -> None:
 
 def _run_seeds(cfg: Config, seeds: list[int], out: Path, args: argparse.Namespace) -> int:
     from gr_jax import multiseed
-    from gr_jax.metrics import format_matrix
+    from gr_jax.metrics import SCALARS, format_matrix, format_scalars
 
     every = multiseed.run(
         cfg,
@@ -327,12 +327,9 @@ def _run_seeds(cfg: Config, seeds: list[int], out: Path, args: argparse.Namespac
     )
     s = multiseed.summary(every)
     print(format_matrix(s["r_test"]["mean"], f"test accuracy R, mean over seeds {seeds}"))
-    stats = (
-        f"{m.upper()} {s[f'test_{m}']['mean']:{'' if m == 'acc' else '+'}.4f} ± "
-        f"{s[f'test_{m}']['std']:.4f}"
-        for m in ("acc", "bwt", "fwt")
-    )
-    print("  ".join(stats) + "  (test split)")
+    means = {m: s[f"test_{m}"]["mean"] for m in SCALARS}
+    stds = {m: s[f"test_{m}"]["std"] for m in SCALARS}
+    print(format_scalars(means, stds) + "  (test split)")
     print(f"results: {out}/seed=*/results.json and {out / 'summary.json'}")
     return 0
 
@@ -409,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     from gr_jax.data import DataError
     from gr_jax.health import DivergenceError
     from gr_jax.loop import run
-    from gr_jax.metrics import format_matrix
+    from gr_jax.metrics import format_matrix, format_scalars
     from gr_jax.rundir import RunDirError, read_json
 
     manual = (args.coordinator, args.num_processes, args.process_id)
@@ -463,8 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ngr-jax: interrupted. {_resume_hint(out, args)}", file=sys.stderr)
         return 130
     print(format_matrix(results["r_test"], "test accuracy R"))
-    t = results["test"]
-    print(f"ACC {t['acc']:.4f}  BWT {t['bwt']:+.4f}  FWT {t['fwt']:+.4f}  (test split)")
+    print(format_scalars(results["test"]) + "  (test split)")
     print(f"results: {out / 'results.json'}")
     return 0
 

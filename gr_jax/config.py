@@ -15,6 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+# Names that other modules map to their code (kept here, free of JAX imports, for the CLI):
+# an IDX dataset needs its checksums in data.SHA256, a GAN its branch in models.make_gan, a
+# replay its rows in tasks.capacity (tests/test_config.py checks they agree).
 DATASETS = ("mnist", "mnist-5k", "fashion_mnist")
 GANS = ("conv", "mlp")
 REPLAYS = ("generative", "none", "exact", "buffer", "joint")

@@ -164,7 +164,14 @@ def _download(name: str) -> Path:
 
 
 def load_idx_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Find, verify and parse `name` ("mnist" or "fashion_mnist")."""
+    """Find, verify and parse `name`, a dataset of IDX files whose checksums are in SHA256
+    ("mnist", "fashion_mnist")."""
+    if name not in SHA256:
+        raise DataError(
+            f"no checksums registered for dataset {name!r}: add its four files' sha256 to "
+            f"gr_jax.data.SHA256 (data.sha256(path) computes one; TFDS lists them for the "
+            f"datasets it knows in tensorflow_datasets/url_checksums/)"
+        )
     folder = locate(name, data_dir)
     for fname, expected in SHA256[name].items():
         got = sha256(folder / fname)

@@ -30,8 +30,26 @@ def fwt(r: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([r[j - 1, j] - b[j] for j in range(1, t)]))
 
 
+# summary's metrics, in the order every print and table shows them
+SCALARS = ("acc", "bwt", "fwt")
+
+
 def summary(r: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """The scalar metrics of accuracy matrix `r` (`b`: the accuracies at initialisation), named
+    as in SCALARS. Results files, the printed summaries and the sweep and multi-seed tables all
+    take them from here (the tables recompute them from the stored matrices), so a metric added
+    here and to SCALARS reaches every one of them, runs made before it included."""
     return {"acc": acc(r), "bwt": bwt(r), "fwt": fwt(r, b)}
+
+
+def format_scalars(means: dict[str, float], stds: dict[str, float] | None = None) -> str:
+    """ "ACC 0.9670  BWT -0.0170  FWT +0.0012" (differences signed), with "± std" after each
+    when `stds` are given."""
+    cells = []
+    for m in SCALARS:
+        cell = f"{m.upper()} {means[m]:{'' if m == 'acc' else '+'}.4f}"
+        cells.append(cell if stds is None else f"{cell} ± {stds[m]:.4f}")
+    return "  ".join(cells)
 
 
 def mean_std(values: Any) -> tuple[float, float]:

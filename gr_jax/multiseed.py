@@ -608,11 +608,14 @@ def _run_tasks(
 
 
 def summary(results: list[dict]) -> dict[str, Any]:
-    """Mean and standard deviation over seeds of ACC, BWT, FWT and every accuracy-matrix entry."""
+    """Mean and standard deviation over seeds of each scalar metric (`metrics.SCALARS`) and of
+    every accuracy-matrix entry."""
     out: dict[str, Any] = {"seeds": [r["config"]["seed"] for r in results]}
     for split in ("test", "val"):
-        for m in ("acc", "bwt", "fwt"):
-            mean, std = metrics.mean_std([r[split][m] for r in results])
+        # from the stored matrices, as the sweep's tables: runs from before a metric have it
+        values = [metrics.summary(r[f"r_{split}"], r[f"b_{split}"]) for r in results]
+        for m in metrics.SCALARS:
+            mean, std = metrics.mean_std([v[m] for v in values])
             out[f"{split}_{m}"] = {"mean": mean, "std": std}
         r_all = np.array([r[f"r_{split}"] for r in results])
         out[f"r_{split}"] = {"mean": r_all.mean(0).tolist(), "std": r_all.std(0).tolist()}

@@ -24,8 +24,6 @@ from typing import Any
 from gr_jax import metrics
 from gr_jax.config import Config, ConfigError, diff, validate
 
-METRICS = ("acc", "bwt", "fwt")
-
 
 def _text(value: Any) -> str:
     """A value as a point's name and the summary show it: tasks `0-1_2-3` (no `/`: one folder)."""
@@ -135,9 +133,10 @@ def summarize(outcomes: Sequence[tuple[Config, dict | None]], axes: list[str]) -
         runs = [r for r in outs if r is not None]
         row: dict[str, Any] = dict(zip(axes, key))
         row["seeds"], row["diverged"] = len(runs), len(outs) - len(runs)
-        for m in METRICS:
-            v = [r["test"][m] for r in runs]
-            stats = metrics.mean_std(v) if v else (None, None)
+        # from the stored matrices: runs recorded before a metric was added have it too
+        values = [metrics.summary(r["r_test"], r["b_test"]) for r in runs]
+        for m in metrics.SCALARS:
+            stats = metrics.mean_std([v[m] for v in values]) if runs else (None, None)
             row[f"{m}_mean"], row[f"{m}_std"] = stats
         rows.append(row)
     return rows
@@ -154,12 +153,13 @@ def write_summary(rows: list[dict], out: Path) -> str:
     write_text(out / "summary.csv", "\n".join(csv) + "\n")
     counts = ["seeds", "diverged"]
     axes = [c for c in cols if c not in counts and not c.endswith(("_mean", "_std"))]
-    md = ["| " + " | ".join([*axes, *counts, "ACC", "BWT", "FWT"]) + " |"]
-    md.append("|" + "---|" * (len(axes) + len(counts) + 3))
+    names = [m.upper() for m in metrics.SCALARS]
+    md = ["| " + " | ".join([*axes, *counts, *names]) + " |"]
+    md.append("|" + "---|" * (len(axes) + len(counts) + len(names)))
     for r in rows:
         stats = [
             "-" if r[f"{m}_mean"] is None else f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}"
-            for m in METRICS
+            for m in metrics.SCALARS
         ]
         cells = [*(str(r[a]) for a in axes), *(str(r[c]) for c in counts), *stats]
         md.append("| " + " | ".join(cells) + " |")

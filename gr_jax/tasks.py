@@ -89,6 +89,8 @@ def capacity(cfg: Config, data: TaskData) -> int:
     }
     if cfg.replay == "joint":
         return sum(len(y) for _, y in data.train)
+    if cfg.replay not in extra:
+        raise ValueError(f"tasks.capacity does not know the rows replay {cfg.replay!r} adds")
     return data.capacity_real + extra[cfg.replay]
 
 

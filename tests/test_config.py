@@ -118,3 +118,23 @@ def test_bfloat16_only_for_the_conv_gan():
         preset("seed", gan="mlp", gan_dtype="bfloat16")
     with pytest.raises(ConfigError, match="gan_dtype must be one of"):
         preset("seed", gan_dtype="float16")
+
+
+def test_the_names_the_config_accepts_are_the_ones_the_code_knows(tmp_path):
+    """config.py lists the choices (for the CLI, without JAX); each must have its code: an IDX
+    dataset its checksums, a GAN its architecture, a replay its training-set rows."""
+    import flax.linen as nn
+    import numpy as np
+
+    from gr_jax import config, data, models, tasks
+
+    assert set(config.DATASETS) - {"mnist-5k"} == set(data.SHA256)
+    for kind in config.GANS:
+        g, d = models.make_gan(kind, 8)  # an unknown kind is a ValueError
+        assert isinstance(g, nn.Module) and isinstance(d, nn.Module)
+    train = [(np.zeros((3, 28, 28, 1)), np.zeros(3, np.int32))] * 2
+    fake = tasks.TaskData(train, *(None,) * (len(dataclasses.fields(tasks.TaskData)) - 1))
+    for replay in config.REPLAYS:
+        assert tasks.capacity(preset("quick", replay=replay, buffer_size=5), fake) >= 3
+    with pytest.raises(data.DataError, match="no checksums registered for dataset 'kmnist'"):
+        data.load_idx_dataset("kmnist", tmp_path)

@@ -63,3 +63,32 @@ def test_judged_replay_counts_unseen_unsure_and_dropped_classes():
 def test_mean_std_over_seeds_is_the_population_std():
     mean, std = metrics.mean_std([0.5, 0.7, 0.9])
     assert mean == pytest.approx(0.7) and std == pytest.approx(np.sqrt(0.08 / 3))
+
+
+def test_a_metric_added_to_summary_reaches_every_table_and_print(monkeypatch, tmp_path):
+    """One place to add a scalar metric (`metrics.summary` and `SCALARS`): the sweep and
+    multi-seed tables recompute it from the stored matrices, so runs recorded before it have
+    it too, and the Markdown table and printed line grow a column."""
+    from gr_jax import metrics, multiseed, sweep
+    from gr_jax.config import Config
+
+    plain = metrics.summary
+    monkeypatch.setattr(metrics, "SCALARS", (*metrics.SCALARS, "aia"))
+    monkeypatch.setattr(
+        metrics, "summary", lambda r, b: {**plain(r, b), "aia": float(np.mean(np.tril(r)))}
+    )
+    old = {  # a results file from before "aia" existed
+        "config": {"seed": 0},
+        "r_test": [[0.9, 0.0], [0.7, 0.9]],
+        "b_test": [0.1, 0.1],
+        "r_val": [[0.9, 0.0], [0.7, 0.9]],
+        "b_val": [0.1, 0.1],
+        "test": plain(np.array([[0.9, 0.0], [0.7, 0.9]]), np.array([0.1, 0.1])),
+    }
+    rows = sweep.summarize([(Config(n_gen=5), old)], ["n_gen"])
+    assert rows[0]["aia_mean"] == pytest.approx(0.625) and rows[0]["acc_mean"] == 0.8
+    table = sweep.write_summary(rows, tmp_path).splitlines()
+    assert "AIA" in table[0] and len({line.count("|") for line in table}) == 1
+    assert multiseed.summary([old, old])["test_aia"] == {"mean": 0.625, "std": 0.0}
+    printed = metrics.format_scalars({"acc": 0.8, "bwt": -0.2, "fwt": 0.01, "aia": 0.625})
+    assert printed == "ACC 0.8000  BWT -0.2000  FWT +0.0100  AIA +0.6250"

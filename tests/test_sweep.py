@@ -110,7 +110,8 @@ def test_summary_labels_list_valued_axes_as_the_directories_do():
     from gr_jax.sweep import summarize
 
     cfgs = [tiny_config(tasks=t) for t in (((0, 1), (2, 3)), ((0, 1, 2), (3, 4)))]
-    results = [{"config": c.to_dict(), "test": {"acc": 0.5, "bwt": 0.0, "fwt": 0.0}} for c in cfgs]
+    matrices = {"r_test": [[0.5, 0.0], [0.5, 0.5]], "b_test": [0.0, 0.0]}
+    results = [{"config": c.to_dict(), **matrices} for c in cfgs]
     rows = summarize(list(zip(cfgs, results)), ["tasks"])
     assert [r["tasks"] for r in rows] == ["0-1_2-3", "0-1-2_3-4"]  # no `/`: one folder each
     names = [name for name, _ in points(tiny_config(), {"tasks": [c.tasks for c in cfgs]}, [0])]
@@ -198,6 +199,8 @@ def _finished(out, name, cfg, acc, xla_flags=""):
     (out / name).mkdir(parents=True)
     record = {
         "config": cfg.to_dict(),
+        "r_test": [[acc, acc], [acc, acc]],  # ACC acc, BWT 0, FWT 0 with b_test
+        "b_test": [acc, acc],
         "test": {"acc": acc, "bwt": 0.0, "fwt": 0.0},
         "environment": {"xla_flags": xla_flags},
     }
