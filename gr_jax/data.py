@@ -252,6 +252,7 @@ class Splits:
 
 
 def to_model(images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, 28, 28) as the models take them: float32 in [-1, 1], (N, 28, 28, 1)."""
     return (images.astype(np.float32) / 127.5 - 1.0)[..., None]
 
 

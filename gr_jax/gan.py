@@ -107,6 +107,10 @@ class GANState(struct.PyTreeNode):
         g = self.g.replace(opt_state=spread(self.g.opt_state))
         return self.replace(g=g, d=self.d.replace(opt_state=spread(self.d.opt_state)))
 
+    def sample(self, key: jax.Array, n: int, labels: jnp.ndarray | None = None) -> jnp.ndarray:
+        """`n` images from this GAN's generator (`sample`; a conditional GAN needs `labels`)."""
+        return sample(self.g, key, n, self.latent_dim, labels)
+
     def unanchored(self) -> GANState:
         """This GAN without replay alignment (as it is checkpointed and replays)."""
         return self.replace(anchor=None, align=0.0, align_batch=0)
@@ -202,7 +206,12 @@ def create_gan_state(
     d_lr: float = 0.0,
     lr_final: float = 1.0,
 ) -> GANState:
-    """A freshly initialised GAN (the method resets the generator before every task); with
+    """A freshly initialised GAN (the method resets the generator before every task): `kind`
+    "conv" or "mlp" (`models.make_gan`), `width` the conv GAN's channels (`ConvGenerator`; the
+    MLP GAN has fixed widths), `latent_dim` the size of its Gaussian input, both Adams with `lr`
+    and `beta1`, the discriminator's batch in `d_chunks` chunks (the same model, rounded
+    differently; a run's conv GAN uses 4), conditional on `num_classes` > 0. A run's GANs come
+    from `loop.new_gan(cfg, key)`, which passes all of these from a config. With
     `ema` > 0 its generator also keeps an EMA of its weights with that decay; with `mbstd` its
     discriminator sees each batch's feature spread, with `mbdisc` > 0 how close each image is to
     the others (that many kernels), with `spectral` its layers are spectrally normalised;
@@ -351,7 +360,7 @@ def _alignment_batch(
 def step_at(
     state: GANState,
     images: jnp.ndarray,
-    labels: jnp.ndarray,
+    labels: jnp.ndarray | None,
     perm: jnp.ndarray,
     cursor: tuple[jnp.ndarray, jnp.ndarray],
     key: jax.Array,
@@ -364,7 +373,8 @@ def step_at(
     """
     step, first_bad = cursor
     idx = jax.lax.dynamic_slice_in_dim(perm, step * batch_size, batch_size)
-    state, metrics = gan_step(state, images[idx], labels[idx], jax.random.fold_in(key, step))
+    batch_labels = None if labels is None else labels[idx]
+    state, metrics = gan_step(state, images[idx], batch_labels, jax.random.fold_in(key, step))
     first_bad = health.note_first_bad(first_bad, step, metrics["d_loss"], metrics["g_loss"])
     return state, (step + 1, first_bad), metrics
 
@@ -414,20 +424,31 @@ def epoch_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
 def train_epoch(
     state: GANState,
     images: jnp.ndarray,
-    labels: jnp.ndarray,
-    n_valid: int,
+    labels: jnp.ndarray | None,
+    n_valid: int | None,
     key: jax.Array,
     batch_size: int,
     on_step: Callable[[int], Any] | None = None,
     steps_per_call: int = 1,
 ) -> tuple[GANState, dict]:
-    """One epoch over the first `n_valid` rows of `images`, shuffled, last batch dropped.
+    """One epoch over the first `n_valid` rows of `images` (None: all), shuffled, last batch
+    dropped; `labels` None for an unconditional GAN.
 
     A Python loop of jitted programs of `steps_per_call` steps each (the rest one by one, so
     an epoch's length never changes a compiled shape). Metrics are returned as device arrays
     from the last step, so no step waits on the host; `on_step(k)` is told of every k steps.
-    The epoch's only host-to-device copies are the explicit ones of its three scalars here.
+    Divergence is in the metrics (`first_bad_step`, `params_finite`): `health.check` raises
+    on it. The epoch's only host-to-device copies are the explicit ones of its three scalars
+    here (with `images` and `labels` already on the device). The steps donate `state`'s
+    buffers (updated in place): use the returned state; `state` is deleted.
     """
+    n_valid = images.shape[0] if n_valid is None else n_valid
+    if n_valid < batch_size:
+        raise ValueError(f"an epoch of {n_valid} images has no batch of {batch_size}")
+    if batch_size % state.d_chunks:
+        raise ValueError(f"batch_size {batch_size} does not split into {state.d_chunks} D chunks")
+    if labels is None and state.num_classes:
+        raise ValueError("a conditional GAN trains on labelled images: give `labels`")
     perm_key, step_key = epoch_keys(key)
     n, start, no_bad = jax.device_put(tuple(map(np.int32, (n_valid, 0, health.NO_BAD_STEP))))
     perm = valid_permutation(perm_key, n, images.shape[0])

@@ -4,6 +4,16 @@ Images are (N, 28, 28, 1) in [-1, 1]. Generators map latents (N, latent_dim) to 
 discriminators map images to one logit each. With `num_classes > 0` a GAN is class-conditional:
 the generator sees a one-hot label next to its latent, and the discriminator adds a projection
 term <embed(y), features> to its logit (Miyato & Koyama 2018), which costs almost nothing.
+
+What the GAN step (`gan.gan_step`) and replay (`gan.sample`) ask of a new architecture, added
+as a branch of `make_gan` and a name in `config.GANS`:
+- the generator is `G(z, y=None, train=bool)` -> (N, 28, 28, 1) in [-1, 1], taking `y` (labels,
+  None when unconditional) even if it ignores it; its only mutable collection is
+  `batch_stats` (empty without BatchNorm);
+- the discriminator is `D(x, y=None)` -> (N,) logits, called with its parameters alone: no
+  BatchNorm or other state, and per example, so that `d_chunks` leaves the model unchanged
+  (minibatch features `mbstd`/`mbdisc` see each chunk as its own batch);
+- convolutions made with `conv(...)` follow `conv_impl`, the seeds-vmapping fast path.
 """
 
 from __future__ import annotations

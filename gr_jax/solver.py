@@ -161,7 +161,8 @@ def train_epoch(
 ) -> tuple[TrainState, dict]:
     """One epoch over the first `n_valid` rows of (images, labels), shuffled, last batch dropped;
     each batch randomly translated by up to `shift` pixels (`random_shift`) if shift > 0, and
-    the solver's dropout on (its own key every step) if `dropout`."""
+    the solver's dropout on (its own key every step) if `dropout`. It donates `state`'s
+    buffers (updated in place): use the returned state; `state` is deleted."""
     shift_key = drop_key = None
     if shift > 0:  # the order of these splits is part of every recorded result: add new ones after
         key, shift_key = jax.random.split(key)

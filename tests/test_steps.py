@@ -123,6 +123,30 @@ def test_gan_learns_a_single_image():
         assert after < 0.25 * before, (kind, before, after)
 
 
+def test_a_gan_epoch_without_labels_or_row_count_is_the_epoch_over_all_rows():
+    """For notebooks: labels None (unconditional) and n_valid None (every row) give the same
+    epoch as zero labels and the row count; impossible epochs are named errors."""
+    data = _target()
+    make = lambda: gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5)  # noqa: E731
+    a, _ = gan.train_epoch(make(), data, labels, 128, jax.random.PRNGKey(1), 32)
+    b, _ = gan.train_epoch(make(), data, None, None, jax.random.PRNGKey(1), 32)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    imgs = b.sample(jax.random.PRNGKey(2), 5)
+    np.testing.assert_array_equal(imgs, gan.sample(b.g, jax.random.PRNGKey(2), 5, 16))
+    assert imgs.shape == (5, 28, 28, 1)
+    with pytest.raises(ValueError, match="an epoch of 16 images has no batch of 32"):
+        gan.train_epoch(make(), data, None, 16, jax.random.PRNGKey(1), 32)
+    chunked = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5, d_chunks=3)
+    with pytest.raises(ValueError, match="batch_size 32 does not split into 3 D chunks"):
+        gan.train_epoch(chunked, data, None, None, jax.random.PRNGKey(1), 32)
+    conditional = gan.create_gan_state(
+        jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5, num_classes=10
+    )
+    with pytest.raises(ValueError, match="a conditional GAN trains on labelled images"):
+        gan.train_epoch(conditional, data, None, None, jax.random.PRNGKey(1), 32)
+
+
 def test_gan_step_is_deterministic_in_its_key():
     data = _target()[:32]
     s0 = gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5)
