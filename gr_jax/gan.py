@@ -154,6 +154,7 @@ def _gan_parts(
     width: int,
     lr: float,
     beta1: float,
+    *,
     num_classes: int = 0,
     mbstd: bool = False,
     conv_impl: str = "xla",
@@ -165,7 +166,16 @@ def _gan_parts(
 ):
     """Modules and optimizers, made once per setting: they are static parts of the train states,
     so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
-    gen, disc = make_gan(kind, width, num_classes, mbstd, conv_impl, spectral, dtype, mbdisc)
+    gen, disc = make_gan(
+        kind,
+        width,
+        num_classes=num_classes,
+        mbstd=mbstd,
+        conv_impl=conv_impl,
+        spectral=spectral,
+        dtype=dtype,
+        mbdisc=mbdisc,
+    )
     g_tx = adam(lr, beta1, lr_final)
     d_tx = g_tx if d_lr in (0.0, lr) else adam(d_lr, beta1, lr_final)
     return gen, disc, g_tx, d_tx
@@ -223,14 +233,14 @@ def create_gan_state(
         width,
         lr,
         beta1,
-        num_classes,
-        mbstd,
-        conv_impl,
-        spectral,
-        dtype,
-        mbdisc,
-        d_lr,
-        lr_final,
+        num_classes=num_classes,
+        mbstd=mbstd,
+        conv_impl=conv_impl,
+        spectral=spectral,
+        dtype=dtype,
+        mbdisc=mbdisc,
+        d_lr=d_lr,
+        lr_final=lr_final,
     )
     g_vars, d_vars = _init_variables(gen, disc, latent_dim)(key)
     parts = dict(apply_fn=gen.apply, params=g_vars["params"], tx=g_tx)

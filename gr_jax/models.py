@@ -371,6 +371,7 @@ class MLPDiscriminator(nn.Module):
 def make_gan(
     kind: str,
     width: int = 64,
+    *,
     num_classes: int = 0,
     mbstd: bool = False,
     conv_impl: str = "xla",

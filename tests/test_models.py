@@ -206,7 +206,7 @@ def test_bfloat16_gan_is_the_same_model_rounded_differently(impl):
     y = jnp.arange(8) % 10
     x = jax.random.uniform(kx, (8, 28, 28, 1), minval=-1, maxval=1)
     (g32, d32), (g16, d16) = (
-        models.make_gan("conv", 8, 10, mbstd=True, conv_impl=impl, dtype=dt)
+        models.make_gan("conv", 8, num_classes=10, mbstd=True, conv_impl=impl, dtype=dt)
         for dt in ("float32", "bfloat16")
     )
     gv, dv = g32.init(key, z, y, train=False), d32.init(key, x, y)
