@@ -459,6 +459,8 @@ def train_epoch(
         raise ValueError(f"batch_size {batch_size} does not split into {state.d_chunks} D chunks")
     if labels is None and state.num_classes:
         raise ValueError("a conditional GAN trains on labelled images: give `labels`")
+    # host arrays (a notebook's) go to the device once, not with every step
+    images, labels = jnp.asarray(images), None if labels is None else jnp.asarray(labels)
     perm_key, step_key = epoch_keys(key)
     n, start, no_bad = jax.device_put(tuple(map(np.int32, (n_valid, 0, health.NO_BAD_STEP))))
     perm = valid_permutation(perm_key, n, images.shape[0])

@@ -130,8 +130,10 @@ def test_a_gan_epoch_without_labels_or_row_count_is_the_epoch_over_all_rows():
     make = lambda: gan.create_gan_state(jax.random.PRNGKey(0), "mlp", 8, 16, 2e-4, 0.5)  # noqa: E731
     a, _ = gan.train_epoch(make(), data, labels, 128, jax.random.PRNGKey(1), 32)
     b, _ = gan.train_epoch(make(), data, None, None, jax.random.PRNGKey(1), 32)
-    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+    host, _ = gan.train_epoch(make(), np.asarray(data), None, None, jax.random.PRNGKey(1), 32)
+    for u, v, w in zip(*(jax.tree_util.tree_leaves(t) for t in (a, b, host)), strict=True):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(w))
     imgs = b.sample(jax.random.PRNGKey(2), 5)
     np.testing.assert_array_equal(imgs, gan.sample(b.g, jax.random.PRNGKey(2), 5, 16))
     assert imgs.shape == (5, 28, 28, 1)
