@@ -103,14 +103,18 @@ def test_sigkill_then_resume_is_bitwise_identical(point, reference, tmp_path):
     _kill_and_resume(point, reference, tmp_path)
 
 
-def test_a_sweep_killed_inside_a_point_resumes_that_point_bitwise(reference, tmp_path):
-    """The same sweep command, run again after a SIGKILL in task 2, resumes the point from its
-    task-1 checkpoint and ends with the results of an uninterrupted run."""
+@pytest.mark.parametrize("fault, code", [("2:solver", -signal.SIGKILL), ("2:gan:int", 130)])
+def test_a_sweep_killed_inside_a_point_resumes_that_point_bitwise(fault, code, reference, tmp_path):
+    """The same sweep command, run again after a SIGKILL (or a Ctrl-C: exit code 130 and what
+    to do) in task 2, resumes the point from its task-1 checkpoint and ends with the results of
+    an uninterrupted run."""
     ref, cache = reference
     sweep = tmp_path / "sweep"
     args = (*TINY, "--seeds", "0")
-    killed = gr_jax(sweep, *args, fault="2:solver", cache=cache, command="sweep")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    killed = gr_jax(sweep, *args, fault=fault, cache=cache, command="sweep")
+    assert killed.returncode == code, killed.stderr[-3000:]
+    if code == 130:
+        assert "interrupted; run the same command again to continue" in killed.stderr
     assert not (sweep / "summary.csv").exists()
     again = gr_jax(sweep, *args, cache=cache, command="sweep")
     assert again.returncode == 0, again.stderr
