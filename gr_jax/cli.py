@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     from gr_jax.data import DataError
     from gr_jax.health import DivergenceError
     from gr_jax.loop import run
-    from gr_jax.metrics import format_matrix, format_scalars
+    from gr_jax.metrics import format_matrix, format_scalars, summary
     from gr_jax.rundir import RunDirError, read_json
 
     manual = (args.coordinator, args.num_processes, args.process_id)
@@ -460,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ngr-jax: interrupted. {_resume_hint(out, args)}", file=sys.stderr)
         return 130
     print(format_matrix(results["r_test"], "test accuracy R"))
-    print(format_scalars(results["test"]) + "  (test split)")
+    test = summary(results["r_test"], results["b_test"])  # a resumed older run: all metrics
+    print(format_scalars(test) + "  (test split)")
     print(f"results: {out / 'results.json'}")
     return 0
 

@@ -43,8 +43,8 @@ def summary(r: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def format_scalars(means: dict[str, float], stds: dict[str, float] | None = None) -> str:
-    """ "ACC 0.9670  BWT -0.0170  FWT +0.0012" (differences signed), with "± std" after each
-    when `stds` are given."""
+    """The metrics as one line, "ACC 0.9670  BWT -0.0170  FWT +0.0012" (the differences
+    signed), with "± std" after each when `stds` are given."""
     cells = []
     for m in SCALARS:
         cell = f"{m.upper()} {means[m]:{'' if m == 'acc' else '+'}.4f}"
