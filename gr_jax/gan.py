@@ -150,32 +150,12 @@ def adam(lr: float, beta1: float, lr_final: float = 1.0) -> optax.GradientTransf
 
 @functools.cache
 def _gan_parts(
-    kind: str,
-    width: int,
-    lr: float,
-    beta1: float,
-    *,
-    num_classes: int = 0,
-    mbstd: bool = False,
-    conv_impl: str = "xla",
-    spectral: bool = False,
-    dtype: str = "float32",
-    mbdisc: int = 0,
-    d_lr: float = 0.0,
-    lr_final: float = 1.0,
-):
-    """Modules and optimizers, made once per setting: they are static parts of the train states,
-    so fresh (unequal) instances at every reset would recompile every jitted GAN function."""
-    gen, disc = make_gan(
-        kind,
-        width,
-        num_classes=num_classes,
-        mbstd=mbstd,
-        conv_impl=conv_impl,
-        spectral=spectral,
-        dtype=dtype,
-        mbdisc=mbdisc,
-    )
+    kind: str, width: int, lr: float, beta1: float, d_lr: float, lr_final: float, **arch: Any
+) -> tuple[Any, Any, optax.GradientTransformation, optax.GradientTransformation]:
+    """Modules (`make_gan(kind, width, **arch)`) and optimizers, made once per setting: they are
+    static parts of the train states, so fresh (unequal) instances at every reset would
+    recompile every jitted GAN function."""
+    gen, disc = make_gan(kind, width, **arch)
     g_tx = adam(lr, beta1, lr_final)
     d_tx = g_tx if d_lr in (0.0, lr) else adam(d_lr, beta1, lr_final)
     return gen, disc, g_tx, d_tx
@@ -228,20 +208,15 @@ def create_gan_state(
     `conv_impl` picks how the conv GAN's convolutions are computed (`models.conv`), `dtype` in
     which precision (parameters and optimizer state stay float32). The discriminator's Adam
     uses `d_lr` (0: `lr`); with `lr_final` < 1 both learning rates decay (`adam`)."""
-    gen, disc, g_tx, d_tx = _gan_parts(
-        kind,
-        width,
-        lr,
-        beta1,
+    arch = dict(
         num_classes=num_classes,
         mbstd=mbstd,
         conv_impl=conv_impl,
         spectral=spectral,
         dtype=dtype,
         mbdisc=mbdisc,
-        d_lr=d_lr,
-        lr_final=lr_final,
     )
+    gen, disc, g_tx, d_tx = _gan_parts(kind, width, lr, beta1, d_lr, lr_final, **arch)
     g_vars, d_vars = _init_variables(gen, disc, latent_dim)(key)
     parts = dict(apply_fn=gen.apply, params=g_vars["params"], tx=g_tx)
     batch_stats = g_vars.get("batch_stats", {})
