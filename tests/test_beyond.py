@@ -122,11 +122,8 @@ def _expected_loss(logits, labels, is_replay, soft=None, share=None, t=1.0) -> f
     labels, is_replay = np.asarray(labels), np.asarray(is_replay, bool)
 
     def log_softmax(a):
-        return (
-            a
-            - np.log(np.exp(a - a.max(-1, keepdims=True)).sum(-1, keepdims=True))
-            - a.max(-1, keepdims=True)
-        )
+        shifted = a - a.max(-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
     losses = -log_softmax(z)[np.arange(len(labels)), labels]
     if soft is not None:
